@@ -1,0 +1,117 @@
+"""Settings for every part of cdc-kit, read from the environment and an optional `.env` file.
+
+One object answers "where is PostgreSQL, the broker and ClickHouse, and what are the topics
+called?" so that notebooks, the capture service and the router never disagree. Switching from
+the embedded stack to the docker stack is one variable: `CDC_KIT_MODE=docker`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Ports of the two stacks. Embedded ones are unusual on purpose, so they rarely collide
+#: with a PostgreSQL/Kafka/ClickHouse a learner already runs; docker ones match the seed.
+DEFAULT_PORTS: dict[str, dict[str, int]] = {
+    "embedded": {"pg_port": 54329, "kafka_port": 19092, "clickhouse_port": 18123},
+    "docker": {"pg_port": 5433, "kafka_port": 19092, "clickhouse_port": 8123},
+}
+
+
+def _repo_root() -> Path:
+    """The folder holding the cdc_kit package (the repository root in a checkout)."""
+    return Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything a cdc-kit component needs to find the others.
+
+    Every field can be set as `CDC_KIT_<FIELD>` (e.g. `CDC_KIT_PG_PORT=55432`); `.env.example`
+    lists them. Ports left unset get the defaults of the chosen mode; DSNs left unset are built
+    from host, port, user and database.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CDC_KIT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    mode: Literal["embedded", "docker"] = "embedded"
+    home: Path = Field(default_factory=lambda: _repo_root() / ".cdc_kit")
+
+    # PostgreSQL (the OLTP source)
+    pg_host: str = "127.0.0.1"
+    pg_port: int | None = None
+    pg_user: str = "postgres"
+    pg_password: str = ""
+    pg_database: str = "sqlmodel_db"
+    pg_dsn: str | None = None
+    #: Unprivileged user that owns and runs the embedded server when cdc-kit runs as root.
+    pg_run_as: str = Field(
+        default="nobody", validation_alias=AliasChoices("pg_run_as", "CDC_KIT_PG_RUN_AS", "PG_RUN_AS")
+    )
+
+    # Kafka-protocol broker
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int | None = None
+    kafka_bootstrap: str | None = None
+
+    # ClickHouse (HTTP interface)
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int | None = None
+    clickhouse_user: str = "default"
+    clickhouse_password: str = ""
+    clickhouse_database: str = "local"
+
+    # CDC names
+    cdc_topic: str = "sqlmodel_cdc_events"
+    dlq_topic: str = "unknown_event_dead_letter"
+    slot_name: str = "cdc_kit_slot"
+    publication_name: str = "cdc_kit_pub"
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        defaults = DEFAULT_PORTS[self.mode]
+        for name, port in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, port)
+        if self.pg_dsn is None:
+            auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
+            self.pg_dsn = f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        if self.kafka_bootstrap is None:
+            self.kafka_bootstrap = f"{self.kafka_host}:{self.kafka_port}"
+        self.home = Path(self.home).expanduser().absolute()
+        return self
+
+    @property
+    def pg_sqlalchemy_url(self) -> str:
+        """The DSN in the form SQLAlchemy/SQLModel wants (explicit psycopg2 driver)."""
+        dsn = str(self.pg_dsn)
+        for prefix in ("postgresql://", "postgres://"):
+            if dsn.startswith(prefix):
+                return "postgresql+psycopg2://" + dsn[len(prefix) :]
+        return dsn
+
+
+@lru_cache(maxsize=1)
+def _cached_settings(env_snapshot: tuple[tuple[str, str], ...]) -> Settings:
+    return Settings()
+
+
+def get_settings(**overrides: object) -> Settings:
+    """The current settings; keyword arguments override single fields (handy in tests).
+
+    Cached per environment, so changing `CDC_KIT_*` variables (as tests do) is honoured.
+    """
+    if overrides:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CDC_KIT_") or k == "PG_RUN_AS"))
+    return _cached_settings(env)
