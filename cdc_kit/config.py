@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     pg_dsn: str | None = None
     #: Unprivileged user that owns and runs the embedded server when cdc-kit runs as root.
     pg_run_as: str = Field(
-        default="nobody", validation_alias=AliasChoices("pg_run_as", "CDC_KIT_PG_RUN_AS", "PG_RUN_AS")
+        default="nobody",
+        validation_alias=AliasChoices("pg_run_as", "CDC_KIT_PG_RUN_AS", "PG_RUN_AS"),
     )
 
     # Kafka-protocol broker
@@ -113,5 +114,9 @@ def get_settings(**overrides: object) -> Settings:
     """
     if overrides:
         return Settings(**overrides)  # type: ignore[arg-type]
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CDC_KIT_") or k == "PG_RUN_AS"))
+    env = tuple(
+        sorted(
+            (k, v) for k, v in os.environ.items() if k.startswith("CDC_KIT_") or k == "PG_RUN_AS"
+        )
+    )
     return _cached_settings(env)

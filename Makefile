@@ -1,0 +1,40 @@
+# Two commands set up everything on a fresh machine: `make lab` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test install up down status reset demo bench lint
+
+# The venv is rebuilt only when the pins change.
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: install  ## start the embedded stack and open JupyterLab on the lessons
+	$(PY) -m cdc_kit up
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+test: install  ## lint, then every test (real services on free ports, every notebook executed)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+up: install
+	$(PY) -m cdc_kit up
+down: install
+	$(PY) -m cdc_kit down
+status: install
+	$(PY) -m cdc_kit status
+reset: install
+	$(PY) -m cdc_kit reset
+demo: install
+	$(PY) -m cdc_kit demo
+bench: install
+	$(PY) bench/run_all.py
+lint: install
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,133 @@
+"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo`.
+
+Problems a person can fix (port in use, unwritable folder...) are printed as one line starting
+with `error:` and exit code 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from cdc_kit.config import get_settings
+from cdc_kit.errors import CdcKitError
+from cdc_kit.services.process import ServiceStatus
+from cdc_kit.stack import Stack, get_stack
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = get_stack()
+    began = time.monotonic()
+    started = stack.up(only=args.only)
+    took = time.monotonic() - began
+    for name, was_started in started.items():
+        print(f"{name:<11} {'started' if was_started else 'already running'}")
+    print(f"stack ready in {took:.1f} s (state in {stack.settings.home})")
+    print_status(stack)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    for name, stopped in get_stack().down().items():
+        print(f"{name:<11} {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit code 0 when every service is healthy, 3 otherwise (handy in scripts)."""
+    rows = print_status(get_stack())
+    return 0 if all(row.healthy for row in rows) else 3
+
+
+def print_status(stack: Stack) -> list[ServiceStatus]:
+    print(f"mode: {stack.settings.mode}   state: {stack.settings.home}")
+    rows = stack.status()
+    for row in rows:
+        pid = str(row.pid) if row.pid else "-"
+        detail = f"  ({row.detail})" if row.detail else ""
+        print(f"{row.name:<11} {row.state:<10} {row.address:<26} pid {pid}{detail}")
+    return rows
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    stack = get_stack()
+    stack.reset()
+    print(f"stopped the stack and removed {stack.settings.home}")
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from cdc_kit.capture import main as capture_main
+
+    return capture_main(args.rest)
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from cdc_kit.router import main as route_main
+
+    return route_main(args.rest)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cdc_kit.demo import main as demo_main
+
+    return demo_main(args.rest)
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "up": (cmd_up, "start the embedded stack (idempotent); in docker mode, check it"),
+    "down": (cmd_down, "stop the services cdc-kit started"),
+    "status": (cmd_status, "show each service, its address and health"),
+    "reset": (cmd_reset, "stop everything and delete the state folder"),
+    "capture": (cmd_capture, "run the capture service in the foreground"),
+    "route": (cmd_route, "run the router as a service in the foreground"),
+    "demo": (cmd_demo, "make a few changes and show them arrive in ClickHouse"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cdc_kit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        if name == "up":
+            command.add_argument("--only", nargs="+", help="start only these services")
+        else:
+            command.set_defaults(only=None)
+        if name in ("capture", "route", "demo"):
+            command.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming the environment variable that holds a bad value."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        value = error.get("input")
+        problems.append(f"CDC_KIT_{field.upper()}={value!r}: {error['msg']}")
+    return "invalid setting " + "; ".join(problems)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS[args.command][0]
+    try:
+        get_settings()
+        return handler(args)
+    except CdcKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(f"error: {describe_settings_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

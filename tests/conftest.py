@@ -1,0 +1,106 @@
+"""Shared fixtures: a real embedded stack on free loopback ports in a temporary folder.
+
+One stack serves the whole session (starting it costs ~1-2 s); tests that kill or restart
+services build their own with `make_test_env`, so they never disturb the shared one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cdc_kit.config import Settings
+from cdc_kit.stack import Stack, ensure_running
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on right now (the OS picks them; kept open until all are chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def make_test_env(prefix: str = "cdc_kit_test_") -> dict[str, str]:
+    """CDC_KIT_* variables for a fresh stack: temp state folder, free ports, unique topics.
+
+    The folder is made reachable for the unprivileged PostgreSQL user when tests run as root
+    (mkdtemp creates it private); we only open up the folder we just created ourselves.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    pg, kafka, clickhouse = free_ports(3)
+    return {
+        "CDC_KIT_MODE": "embedded",
+        "CDC_KIT_HOME": str(root / "home"),
+        "CDC_KIT_PG_PORT": str(pg),
+        "CDC_KIT_KAFKA_PORT": str(kafka),
+        "CDC_KIT_CLICKHOUSE_PORT": str(clickhouse),
+    }
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m cdc_kit ...` with the given CDC_KIT_* variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "cdc_kit", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    """Environment of the shared test stack; also exported so notebook kernels inherit it."""
+    env = make_test_env("cdc_kit_session_")
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    """The shared, running embedded stack."""
+    settings = settings_from(stack_env)
+    running = ensure_running(settings)
+    yield running
+    running.down()
+    shutil.rmtree(Path(stack_env["CDC_KIT_HOME"]).parent, ignore_errors=True)
