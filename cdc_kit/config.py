@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     dlq_topic: str = "unknown_event_dead_letter"
     slot_name: str = "cdc_kit_slot"
     publication_name: str = "cdc_kit_pub"
+    #: Consumer group of the router; its written progress is stored under this name.
+    router_group: str = "cdc_kit_router"
+    #: When capture may confirm a change to PostgreSQL's slot: once the broker acked it
+    #: ("broker", enough for a durable broker), or once the router wrote it to ClickHouse
+    #: ("router", needed with the embedded memory-only broker). Default: by mode.
+    confirm_after: Literal["broker", "router"] | None = None
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
@@ -87,6 +93,8 @@ class Settings(BaseSettings):
         if self.pg_dsn is None:
             auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
             self.pg_dsn = f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        if self.confirm_after is None:
+            self.confirm_after = "router" if self.mode == "embedded" else "broker"
         if self.kafka_bootstrap is None:
             self.kafka_bootstrap = f"{self.kafka_host}:{self.kafka_port}"
         self.home = Path(self.home).expanduser().absolute()
@@ -120,3 +128,12 @@ def get_settings(**overrides: object) -> Settings:
         )
     )
     return _cached_settings(env)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment for a child process that must see exactly these settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CDC_KIT_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"CDC_KIT_{name.upper()}"] = str(value)
+    return env

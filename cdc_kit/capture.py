@@ -1,0 +1,395 @@
+"""The capture service: PostgreSQL's logical replication stream -> Kafka, in the kit's contract.
+
+    PostgreSQL slot --pgoutput--> Decoder --> ChangeEventBuilder --> KafkaProducer --> topic
+          ^                                                                |
+          +------ confirm LSN <- min(broker acked, router wrote) <---------+
+
+The slot is the durable log. Capture confirms a transaction to PostgreSQL only when every
+message of it is safe: acknowledged by the broker and (with the memory-only embedded broker)
+written to ClickHouse by the router. Anything not confirmed is sent again after a restart;
+duplicates are harmless because ClickHouse keeps the highest LSN of each row.
+
+Failures never end the service: it logs one clear line, waits, and starts a fresh session
+(new replication connection, new producer), which resumes from the slot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import select
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+from psycopg2 import sql
+
+from cdc_kit import pgoutput, replication, snapshot
+from cdc_kit.change_events import ChangeEventBuilder, OutgoingEvent
+from cdc_kit.config import Settings, get_settings
+from cdc_kit.errors import CdcKitError
+from cdc_kit.lsn import lsn_to_str, str_to_lsn
+from cdc_kit.progress import ensure_progress_table, read_progress
+from cdc_kit.stack import get_stack
+
+log = logging.getLogger("cdc_kit.capture")
+
+PROTO_VERSION = 2  # streams large in-progress transactions instead of spilling them to disk
+
+
+class BrokerRestarted(RuntimeError):
+    """The broker's cluster id changed: its topics (and our unconfirmed messages) are gone."""
+
+
+@dataclass
+class _PendingTransaction:
+    end_lsn: int
+    last_future: Any
+
+
+@dataclass
+class _StreamState:
+    """What the streaming loop knows about delivery, as LSNs (ints)."""
+
+    cluster_id: str
+    pending: deque[_PendingTransaction] = field(default_factory=deque)
+    acked_lsn: int = 0  # every transaction ending here or before is in the broker
+    written_lsn: int = 0  # ... and (router mode) in ClickHouse
+    sent_lsn: int = 0  # what we confirmed to PostgreSQL
+    last_produced_end: int = 0
+    warehouse: Any = None  # clickhouse-connect client when confirming after the router
+    next_cluster_check: float = 0.0
+    next_log: float = 0.0
+    last_log_time: float = 0.0
+    events_at_last_log: int = 0
+
+    def written_up_to_date(self) -> bool:
+        return self.warehouse is None or self.written_lsn >= self.last_produced_end
+
+
+@dataclass
+class CaptureStats:
+    """Counters shown in the log and the status file."""
+
+    events: int = 0
+    transactions: int = 0
+    snapshot_rows: int = 0
+    confirmed_lsn: int = 0
+    sessions: int = 0
+    last_error: str = ""
+    started_at: float = field(default_factory=time.time)
+
+
+class Capture:
+    """One capture worker. `run()` until `stop()`; safe to restart at any moment."""
+
+    tick_interval = 0.2
+    cluster_check_interval = 2.0
+    log_interval = 5.0
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.stack = get_stack(self.settings)
+        self.stats = CaptureStats()
+        self._stop = threading.Event()
+        self._send_failure: BaseException | None = None
+
+    # ---- public ----------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Stream until stopped; every failure starts a fresh session after a short pause."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            self.stats.sessions += 1
+            try:
+                self._session()
+                backoff = 0.5
+            except (psycopg2.Error, KafkaError, BrokerRestarted, CdcKitError, OSError) as exc:
+                message = _one_line(exc)
+                self.stats.last_error = message
+                self._write_status("retrying", message)
+                log.error("capture session ended: %s; retrying in %.1f s", message, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._write_status("stopped")
+
+    # ---- one session -----------------------------------------------------------------
+    def _session(self) -> None:
+        s = self.settings
+        conn = psycopg2.connect(str(s.pg_dsn))
+        producer = None
+        admin = None
+        repl = None
+        try:
+            conn.autocommit = True
+            replication.check_wal_level(conn)
+            replication.ensure_publication(conn, s.publication_name)
+            for table in replication.tables_without_primary_key(conn, s.publication_name):
+                log.warning(
+                    "table %s has no primary key: its updates and deletes fail at the source "
+                    "and its rows cannot be deduplicated; add a primary key",
+                    table,
+                )
+            conn.autocommit = False
+            snapshot.ensure_state_table(conn)
+            producer = self.stack.kafka_producer()
+            admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=5000)
+            cluster_id = _cluster_id(admin)
+            repl = psycopg2.connect(
+                str(s.pg_dsn), connection_factory=psycopg2.extras.LogicalReplicationConnection
+            )
+            cursor = repl.cursor()
+            self._prepare_slot(conn, cursor, producer)
+            self._stream(conn, cursor, producer, admin, cluster_id)
+        finally:
+            for resource in (producer, admin, repl, conn):
+                if resource is not None:
+                    try:
+                        resource.close()
+                    except Exception:  # noqa: BLE001 - closing must never mask the real error
+                        pass
+
+    def _primary_key_lookup(self, conn: Any):
+        cache: dict[tuple[str, str], list[str]] = {}
+
+        def lookup(schema: str, table: str) -> list[str]:
+            if (schema, table) not in cache:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+                        "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                        "WHERE i.indrelid = format('%%I.%%I', %s, %s)::regclass AND i.indisprimary "
+                        "ORDER BY array_position(i.indkey, a.attnum)",
+                        (schema, table),
+                    )
+                    cache[(schema, table)] = [row[0] for row in cur.fetchall()]
+                conn.commit()
+            return cache[(schema, table)]
+
+        return lookup
+
+    def _prepare_slot(self, conn: Any, cursor: Any, producer: Any) -> None:
+        """Create the slot with an exported snapshot and emit the snapshot, if not done yet."""
+        s = self.settings
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (s.slot_name,)
+            )
+            row = cur.fetchone()
+        conn.commit()
+        state = snapshot.snapshot_state(conn, s.slot_name)
+        if row is not None and row[0]:
+            raise CdcKitError(
+                f"replication slot '{s.slot_name}' is in use by another process "
+                "(another capture running?); stop it or set CDC_KIT_SLOT_NAME"
+            )
+        if row is not None and state is False:
+            log.warning("an earlier snapshot did not finish: dropping the slot and starting over")
+            replication.drop_slot(conn, s.slot_name)
+            conn.commit()
+            row = None
+        if row is not None:
+            return  # existing slot: stream from where it was confirmed (no snapshot)
+        cursor.execute(
+            sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')")
+            .format(sql.Identifier(s.slot_name))
+            .as_string(conn)
+        )
+        _, consistent_point, snapshot_name, _ = cursor.fetchone()
+        snapshot.mark_snapshot(conn, s.slot_name, consistent_point, done=False)
+        tables = replication.published_tables(conn, s.publication_name)
+        conn.commit()
+        snap_conn = psycopg2.connect(str(s.pg_dsn))
+        try:
+            rows = self._produce_snapshot(snap_conn, snapshot_name, tables, producer, conn)
+        finally:
+            snap_conn.close()
+        snapshot.mark_snapshot(conn, s.slot_name, consistent_point, done=True, rows=rows)
+        log.info("snapshot: %d rows of %d tables at %s", rows, len(tables), consistent_point)
+
+    def _produce_snapshot(
+        self, snap_conn: Any, snapshot_name: str, tables: list, producer: Any, conn: Any
+    ) -> int:
+        lookup = self._primary_key_lookup(conn)
+        count = 0
+        for event in snapshot.read_snapshot(snap_conn, snapshot_name, tables, lookup):
+            self._send(producer, event)
+            count += 1
+        producer.flush()
+        self._raise_send_failure()
+        self.stats.snapshot_rows += count
+        return count
+
+    # ---- streaming -------------------------------------------------------------------
+    def _stream(self, conn: Any, cursor: Any, producer: Any, admin: Any, cluster_id: str) -> None:
+        s = self.settings
+        try:
+            cursor.start_replication(
+                slot_name=s.slot_name,
+                decode=False,
+                options={
+                    "proto_version": str(PROTO_VERSION),
+                    "publication_names": s.publication_name,
+                    "streaming": "on",
+                },
+            )
+        except psycopg2.Error as exc:
+            raise CdcKitError(f"cannot stream slot '{s.slot_name}': {_one_line(exc)}") from exc
+        lookup = self._primary_key_lookup(conn)
+        decoder = pgoutput.Decoder(proto_version=PROTO_VERSION)
+        builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))
+        state = _StreamState(cluster_id=cluster_id)
+        if s.confirm_after == "router":
+            state.warehouse = self.stack.clickhouse()
+            ensure_progress_table(state.warehouse, s.clickhouse_database)
+        self._write_status("streaming")
+        log.info("streaming slot %s (publication %s)", s.slot_name, s.publication_name)
+        next_tick = 0.0
+        while not self._stop.is_set():
+            message = cursor.read_message()
+            if message is None:
+                select.select([cursor], [], [], self.tick_interval)
+            else:
+                events = builder.feed(decoder.feed(message.payload), message.data_start)
+                if events:
+                    self._produce_transaction(producer, events, state)
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(cursor, builder, admin, state, now)
+                next_tick = now + self.tick_interval
+        # Clean stop: confirm what the broker took (router mode: what the router wrote).
+        producer.flush()
+        self._tick(cursor, builder, admin, state, time.monotonic(), force=True)
+
+    def _produce_transaction(
+        self, producer: Any, events: list[OutgoingEvent], state: _StreamState
+    ) -> None:
+        for event in events:
+            future = self._send(producer, event)
+        state.pending.append(_PendingTransaction(events[-1].end_lsn, future))
+        state.last_produced_end = events[-1].end_lsn
+        self.stats.events += len(events)
+        self.stats.transactions += 1
+
+    def _tick(
+        self,
+        cursor: Any,
+        builder: ChangeEventBuilder,
+        admin: Any,
+        state: _StreamState,
+        now: float,
+        force: bool = False,
+    ) -> None:
+        """Periodic work: learn what is safe, confirm it to PostgreSQL, watch the broker, log."""
+        s = self.settings
+        self._raise_send_failure()
+        while state.pending and state.pending[0].last_future.is_done:
+            state.acked_lsn = state.pending.popleft().end_lsn
+        safe = state.acked_lsn
+        if state.warehouse is not None:
+            state.written_lsn = read_progress(
+                state.warehouse, s.clickhouse_database, s.router_group
+            )
+            safe = min(safe, state.written_lsn)
+        idle = not state.pending and not builder.in_transaction
+        if idle and state.written_up_to_date():
+            # Nothing of ours is in flight: everything PostgreSQL decoded so far is safe. This
+            # keeps an idle slot from pinning WAL when other databases or tables change.
+            safe = max(safe, cursor.wal_end or 0)
+        if safe > state.sent_lsn or force:
+            cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=force)
+            state.sent_lsn = max(safe, state.sent_lsn)
+            self.stats.confirmed_lsn = state.sent_lsn
+        self._write_status("streaming")
+        if now >= state.next_cluster_check:
+            if _cluster_id(admin) != state.cluster_id:
+                raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
+            state.next_cluster_check = now + self.cluster_check_interval
+        if now >= state.next_log:
+            if state.next_log:
+                elapsed = now - state.last_log_time
+                rate = (self.stats.events - state.events_at_last_log) / max(elapsed, 1e-6)
+                lag = max(0, (cursor.wal_end or 0) - state.sent_lsn)
+                log.info(
+                    "events %d (%.0f/s), confirmed %s, lag %d bytes",
+                    self.stats.events,
+                    rate,
+                    lsn_to_str(state.sent_lsn),
+                    lag,
+                )
+            state.events_at_last_log = self.stats.events
+            state.last_log_time = now
+            state.next_log = now + self.log_interval
+
+    def _send(self, producer: Any, event: OutgoingEvent) -> Any:
+        future = producer.send(self.settings.cdc_topic, key=event.key, value=event.encode())
+        future.add_errback(self._on_send_error)
+        return future
+
+    def _on_send_error(self, exc: BaseException) -> None:
+        self._send_failure = exc
+
+    def _raise_send_failure(self) -> None:
+        if self._send_failure is not None:
+            failure, self._send_failure = self._send_failure, None
+            raise KafkaError(f"the broker did not take a message: {failure}")
+
+    def _write_status(self, state: str, error: str = "") -> None:
+        """A small JSON file `status` and the CaptureService health check read."""
+        path = self.settings.home / "run" / "capture.status.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "state": state,
+                        "error": error,
+                        "heartbeat": time.time(),
+                        "events": self.stats.events,
+                        "snapshot_rows": self.stats.snapshot_rows,
+                        "confirmed_lsn": lsn_to_str(self.stats.confirmed_lsn),
+                        "sessions": self.stats.sessions,
+                    }
+                )
+            )
+            tmp.replace(path)
+        except OSError:
+            pass  # the status file is a courtesy; capture works without it
+
+
+def _cluster_id(admin: Any) -> str:
+    return str(admin.describe_cluster().get("cluster_id"))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cdc_kit capture", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    capture = Capture()
+    signal.signal(signal.SIGTERM, lambda *_: capture.stop())
+    signal.signal(signal.SIGINT, lambda *_: capture.stop())
+    capture.run()
+    return 0
+
+
+__all__ = ["Capture", "main", "str_to_lsn"]

@@ -1,0 +1,234 @@
+"""Turn decoded pgoutput messages into the kit's message contract, one event per row change.
+
+This is the part of capture with the rules, kept free of I/O so it can be tested on bytes:
+- deletes under REPLICA IDENTITY DEFAULT carry only the key: every other column becomes null
+  (as Redpanda Connect does); under FULL the old row is sent;
+- an update that changes the primary key becomes a delete of the old key, then the new row;
+- unchanged TOASTed values are never sent as null: filled from the old row when PostgreSQL
+  sent one (FULL), otherwise left out of the payload and named in `unchanged_toast`;
+- a transaction's events are released only at its commit (streamed ones at stream commit),
+  so a rolled-back transaction emits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from cdc_kit import pgoutput
+from cdc_kit.lsn import lsn_to_str
+
+
+@dataclass
+class OutgoingEvent:
+    """One Kafka message: key, value (the contract as a dict) and the commit it belongs to."""
+
+    key: bytes
+    value: dict[str, Any]
+    end_lsn: int
+
+    def encode(self) -> bytes:
+        return encode_json(self.value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)  # exact; the OLAP model parses it back to Decimal
+    if isinstance(value, bytes | memoryview):
+        return "\\x" + bytes(value).hex()  # PostgreSQL's own text form of bytea
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def encode_json(value: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; Decimals as strings so no money is rounded through a float."""
+    return json.dumps(
+        value, default=_json_default, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def message_key(table: str, payload: dict[str, Any], key_columns: list[str]) -> bytes:
+    """`<table>:<pk>` so that one row's changes stay in one partition, in order."""
+    return (table + ":" + ":".join(str(payload.get(col)) for col in key_columns)).encode()
+
+
+@dataclass
+class _Transaction:
+    xid: int | None
+    commit_ts: datetime | None = None
+    events: list[tuple[int | None, OutgoingEvent]] = field(default_factory=list)
+
+
+class ChangeEventBuilder:
+    """Feed it decoded messages in order; it returns the events of each committed transaction.
+
+    `feed(message, lsn)` returns a list of events, non-empty only at a Commit or Stream Commit.
+    `lsn` is the XLogData start of the message: the change's own LSN.
+    """
+
+    def __init__(self, primary_key: Callable[[pgoutput.Relation], list[str]] | None = None) -> None:
+        """`primary_key(relation)` names the table's primary-key columns.
+
+        Relation messages flag the REPLICA IDENTITY columns, which under FULL are all of them;
+        capture passes a catalog lookup so keys and primary-key changes are judged correctly.
+        """
+        self.relations: dict[int, pgoutput.Relation] = {}
+        self._primary_key = primary_key or _identity_columns
+        self._keys: dict[int, list[str]] = {}
+        self._current: _Transaction | None = None  # a normal (not streamed) transaction
+        self._streams: dict[int, _Transaction] = {}  # streamed transactions by top-level xid
+        self._stream_xid: int | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._current is not None or bool(self._streams)
+
+    def feed(self, message: Any, lsn: int) -> list[OutgoingEvent]:
+        handler = getattr(self, "_on_" + type(message).__name__, None)
+        if handler is None:
+            return []  # Origin, Type, Message: nothing to publish
+        return handler(message, lsn) or []
+
+    # ---- transaction boundaries --------------------------------------------------
+    def _on_Begin(self, message: pgoutput.Begin, lsn: int) -> None:
+        self._current = _Transaction(xid=message.xid, commit_ts=message.commit_ts)
+
+    def _on_Commit(self, message: pgoutput.Commit, lsn: int) -> list[OutgoingEvent]:
+        txn, self._current = self._current, None
+        if txn is None:
+            return []
+        return self._finish(txn, message.commit_lsn, message.end_lsn, message.commit_ts)
+
+    def _on_StreamStart(self, message: pgoutput.StreamStart, lsn: int) -> None:
+        self._stream_xid = message.xid
+        self._streams.setdefault(message.xid, _Transaction(xid=message.xid))
+
+    def _on_StreamStop(self, message: pgoutput.StreamStop, lsn: int) -> None:
+        self._stream_xid = None
+
+    def _on_StreamCommit(self, message: pgoutput.StreamCommit, lsn: int) -> list[OutgoingEvent]:
+        txn = self._streams.pop(message.xid, None)
+        if txn is None:
+            return []
+        return self._finish(txn, message.commit_lsn, message.end_lsn, message.commit_ts)
+
+    def _on_StreamAbort(self, message: pgoutput.StreamAbort, lsn: int) -> None:
+        if message.xid == message.subxid:
+            self._streams.pop(message.xid, None)  # the whole transaction rolled back
+            return
+        txn = self._streams.get(message.xid)
+        if txn is not None:  # only a subtransaction rolled back: drop its changes
+            txn.events = [(sub, ev) for sub, ev in txn.events if sub != message.subxid]
+
+    def _finish(
+        self, txn: _Transaction, commit_lsn: int, end_lsn: int, commit_ts: datetime | None
+    ) -> list[OutgoingEvent]:
+        events = [event for _, event in txn.events]
+        for index, event in enumerate(events):
+            meta = event.value["metadata"]
+            meta["commit_lsn"] = lsn_to_str(commit_lsn)
+            meta["end_lsn"] = lsn_to_str(end_lsn)
+            meta["commit_ts"] = commit_ts.isoformat() if commit_ts else None
+            meta["last_in_txn"] = index == len(events) - 1
+            event.end_lsn = end_lsn
+        return events
+
+    # ---- schema ---------------------------------------------------------------------
+    def _on_Relation(self, message: pgoutput.Relation, lsn: int) -> None:
+        self.relations[message.relid] = message  # refreshed after every DDL
+        self._keys[message.relid] = self._primary_key(message)
+
+    def key_columns(self, relation: pgoutput.Relation) -> list[str]:
+        if relation.relid not in self._keys:
+            self._keys[relation.relid] = self._primary_key(relation)
+        return self._keys[relation.relid]
+
+    # ---- row changes ------------------------------------------------------------------
+    def _target(self, xid: int | None) -> _Transaction | None:
+        if self._stream_xid is not None:
+            return self._streams.get(self._stream_xid)
+        return self._current
+
+    def _add(self, message: Any, events: list[OutgoingEvent]) -> None:
+        txn = self._target(getattr(message, "xid", None))
+        if txn is None:
+            raise pgoutput.PgOutputDecodeError(f"{type(message).__name__} outside a transaction")
+        sub = getattr(message, "xid", None)
+        txn.events.extend((sub, event) for event in events)
+
+    def _on_Insert(self, message: pgoutput.Insert, lsn: int) -> None:
+        relation = self.relations[message.relid]
+        row = pgoutput.row_to_dict(relation, message.new)
+        self._add(message, [self._event(relation, "insert", row, lsn)])
+
+    def _on_Update(self, message: pgoutput.Update, lsn: int) -> None:
+        relation = self.relations[message.relid]
+        new = pgoutput.row_to_dict(relation, message.new)
+        old = pgoutput.row_to_dict(relation, message.old) if message.old is not None else None
+        events = []
+        keys = self.key_columns(relation)
+        if old is not None and any(old.get(k) != new.get(k) for k in keys):
+            # The primary key changed: the old key's row must die in the warehouse too.
+            events.append(self._event(relation, "delete", self._delete_payload(relation, old), lsn))
+        unchanged = [name for name, value in new.items() if value is pgoutput.UNCHANGED_TOAST]
+        if unchanged and old is not None and message.old_kind == "O":
+            for name in unchanged:
+                new[name] = old[name]  # REPLICA IDENTITY FULL sent the old value
+            unchanged = [name for name in unchanged if new[name] is pgoutput.UNCHANGED_TOAST]
+        for name in unchanged:
+            del new[name]
+        event = self._event(relation, "update", new, lsn)
+        if unchanged:
+            event.value["metadata"]["unchanged_toast"] = unchanged
+        events.append(event)
+        self._add(message, events)
+
+    def _on_Delete(self, message: pgoutput.Delete, lsn: int) -> None:
+        relation = self.relations[message.relid]
+        old = pgoutput.row_to_dict(relation, message.old)
+        self._add(
+            message, [self._event(relation, "delete", self._delete_payload(relation, old), lsn)]
+        )
+
+    def _on_Truncate(self, message: pgoutput.Truncate, lsn: int) -> None:
+        events = [
+            self._event(self.relations[relid], "truncate", {}, lsn)
+            for relid in message.relids
+            if relid in self.relations
+        ]
+        self._add(message, events)
+
+    # ---- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _delete_payload(relation: pgoutput.Relation, old: dict[str, Any]) -> dict[str, Any]:
+        """Every column present; what the old tuple did not carry (or left as TOAST) is null."""
+        return {
+            col.name: None if old.get(col.name) is pgoutput.UNCHANGED_TOAST else old.get(col.name)
+            for col in relation.columns
+        }
+
+    def _event(
+        self, relation: pgoutput.Relation, operation: str, payload: dict[str, Any], lsn: int
+    ) -> OutgoingEvent:
+        metadata = {
+            "table": relation.name,
+            "operation": operation,
+            "lsn": lsn_to_str(lsn),
+            "schema": relation.namespace,
+            "xid": self._target(None).xid if self._target(None) else None,
+        }
+        key = message_key(relation.name, payload, self.key_columns(relation))
+        return OutgoingEvent(key=key, value={"metadata": metadata, "payload": payload}, end_lsn=0)
+
+
+def _identity_columns(relation: pgoutput.Relation) -> list[str]:
+    """Replica-identity columns as flagged in the Relation message (the primary key by default)."""
+    return [col.name for col in relation.columns if col.is_key]

@@ -1,0 +1,198 @@
+"""Logical replication set-up and inspection: publication, slot, REPLICA IDENTITY, lag, peeks.
+
+Three things must exist before PostgreSQL hands out changes:
+1. `wal_level = logical` (the embedded server is started that way);
+2. a *publication*: which tables' changes are published (here: every table in `public`);
+3. a *replication slot*: PostgreSQL's bookmark of how far a consumer has confirmed. The slot is
+   the durable log of this kit: WAL is kept until the slot's consumer confirms it, which is
+   also why an idle, forgotten slot is dangerous (see `slot_health`).
+
+All functions take a plain psycopg2 connection; identifiers are quoted with psycopg2.sql.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from psycopg2 import sql
+
+from cdc_kit.errors import CdcKitError
+
+ReplicaIdentity = Literal["DEFAULT", "FULL"]
+
+
+def _execute(conn: Any, query: sql.Composable | str, params: tuple = ()) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def check_wal_level(conn: Any) -> None:
+    """Raise a clear error unless the server can do logical decoding."""
+    level = _execute(conn, "SHOW wal_level")[0][0]
+    if level != "logical":
+        raise CdcKitError(
+            f"wal_level is '{level}', logical replication needs 'logical': set wal_level=logical "
+            "in postgresql.conf and restart PostgreSQL (the embedded stack does this for you)"
+        )
+
+
+def ensure_publication(conn: Any, name: str, schema: str = "public") -> bool:
+    """Publish every table of `schema` (today's and tomorrow's). True if created now."""
+    if _execute(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)):
+        return False
+    _execute(
+        conn,
+        sql.SQL("CREATE PUBLICATION {} FOR TABLES IN SCHEMA {}").format(
+            sql.Identifier(name), sql.Identifier(schema)
+        ),
+    )
+    return True
+
+
+def drop_publication(conn: Any, name: str) -> None:
+    _execute(conn, sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def published_tables(conn: Any, publication: str) -> list[tuple[str, str]]:
+    """(schema, table) pairs a publication covers, in a stable order."""
+    rows = _execute(
+        conn,
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s "
+        "ORDER BY schemaname, tablename",
+        (publication,),
+    )
+    return [(schema, table) for schema, table in rows]
+
+
+def ensure_slot(conn: Any, name: str, plugin: str = "pgoutput") -> bool:
+    """Create a logical slot (through SQL, so without an exported snapshot). True if created."""
+    if _execute(conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)):
+        return False
+    _execute(conn, "SELECT pg_create_logical_replication_slot(%s, %s)", (name, plugin))
+    return True
+
+
+def drop_slot(conn: Any, name: str) -> bool:
+    """Drop a slot if it exists and is not in use. True if dropped."""
+    rows = _execute(conn, "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (name,))
+    if not rows:
+        return False
+    if rows[0][0]:
+        raise CdcKitError(
+            f"replication slot '{name}' is in use by a running consumer; stop it first"
+        )
+    _execute(conn, "SELECT pg_drop_replication_slot(%s)", (name,))
+    return True
+
+
+def set_replica_identity(
+    conn: Any, table: str, identity: ReplicaIdentity, schema: str = "public"
+) -> None:
+    """DEFAULT: deletes carry only the primary key; FULL: deletes/updates carry the old row."""
+    if identity not in ("DEFAULT", "FULL"):
+        raise ValueError(f"replica identity must be DEFAULT or FULL, not {identity!r}")
+    _execute(
+        conn,
+        sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY " + identity).format(
+            sql.Identifier(schema), sql.Identifier(table)
+        ),
+    )
+
+
+def replica_identity(conn: Any, table: str, schema: str = "public") -> str:
+    """The table's current REPLICA IDENTITY as a word (DEFAULT, FULL, NOTHING, INDEX)."""
+    code = _execute(
+        conn,
+        "SELECT c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    )
+    if not code:
+        raise CdcKitError(f"table {schema}.{table} does not exist")
+    return {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}[code[0][0]]
+
+
+def tables_without_primary_key(conn: Any, publication: str) -> list[str]:
+    """Published tables lacking a primary key: their UPDATE/DELETE would fail at the source."""
+    rows = _execute(
+        conn,
+        "SELECT t.schemaname || '.' || t.tablename FROM pg_publication_tables t "
+        "WHERE t.pubname = %s AND NOT EXISTS (SELECT 1 FROM pg_index i "
+        "WHERE i.indrelid = format('%%I.%%I', t.schemaname, t.tablename)::regclass "
+        "AND i.indisprimary) ORDER BY 1",
+        (publication,),
+    )
+    return [row[0] for row in rows]
+
+
+@dataclass(frozen=True)
+class SlotHealth:
+    """One slot's state: how much WAL it pins and whether PostgreSQL may soon invalidate it."""
+
+    slot_name: str
+    plugin: str
+    active: bool
+    confirmed_flush_lsn: str | None
+    lag_bytes: int | None
+    wal_status: str | None
+    safe_wal_size: int | None
+
+
+def slot_health(conn: Any) -> list[SlotHealth]:
+    """Every logical slot with its lag (bytes of WAL not yet confirmed) and WAL safety."""
+    rows = _execute(
+        conn,
+        "SELECT slot_name, plugin, active, confirmed_flush_lsn::text, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+        "wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_type = 'logical' "
+        "ORDER BY slot_name",
+    )
+    return [SlotHealth(*row) for row in rows]
+
+
+def peek_text_changes(conn: Any, slot: str, limit: int | None = None) -> list[tuple[str, int, str]]:
+    """(lsn, xid, text) of pending changes, decoded by test_decoding, WITHOUT consuming them.
+
+    The slot must use the `test_decoding` plugin (create one with
+    `ensure_slot(conn, name, plugin="test_decoding")`): peeking shows what a slot holds.
+    """
+    return [
+        (str(lsn), int(xid), str(data))
+        for lsn, xid, data in _execute(
+            conn,
+            "SELECT lsn::text, xid::text::bigint, data "
+            "FROM pg_logical_slot_peek_changes(%s, NULL, %s)",
+            (slot, limit),
+        )
+    ]
+
+
+def peek_binary_changes(
+    conn: Any, slot: str, publication: str, limit: int | None = None, proto_version: int = 1
+) -> list[tuple[str, bytes]]:
+    """(lsn, raw pgoutput bytes) of pending changes of a pgoutput slot, without consuming them.
+
+    Feed the bytes to `cdc_kit.pgoutput.Decoder` to see the messages capture receives.
+    """
+    rows = _execute(
+        conn,
+        "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
+        "'proto_version', %s, 'publication_names', %s)",
+        (slot, limit, str(proto_version), publication),
+    )
+    return [(str(lsn), bytes(data)) for lsn, data in rows]
+
+
+def peek_decoded_changes(
+    conn: Any, slot: str, publication: str, limit: int | None = None
+) -> list[tuple[str, Any]]:
+    """(lsn, decoded pgoutput message) of pending changes, without consuming them."""
+    from cdc_kit.pgoutput import Decoder
+
+    decoder = Decoder()
+    return [
+        (lsn, decoder.feed(data))
+        for lsn, data in peek_binary_changes(conn, slot, publication, limit)
+    ]
