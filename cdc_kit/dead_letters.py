@@ -1,0 +1,125 @@
+"""Dead letters: events the router could not route, parked with the reason, never dropped.
+
+Each dead letter goes to the dead-letter topic (for people and tools that watch Kafka) and to
+the warehouse table `local.cdc_dead_letters` (which survives a restart of the memory-only
+embedded broker). It keeps the original bytes, the error, the stage where it failed, the time
+and where it came from, so it can be replayed once the cause is fixed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.binding import quote_identifier
+
+DEAD_LETTER_TABLE = "cdc_dead_letters"
+
+#: Where in the router an event failed.
+STAGES = ("decode", "lookup", "validate", "enrich", "warehouse")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One parked event and why it was parked."""
+
+    stage: str
+    error: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    failed_at: datetime
+
+    @property
+    def id(self) -> str:
+        """Stable identity: the same source message always gets the same id."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def to_message(self) -> bytes:
+        """The dead-letter topic's JSON: original as text when it is UTF-8, else base64."""
+        try:
+            original: dict[str, Any] = {"text": self.value.decode("utf-8")}
+        except UnicodeDecodeError:
+            original = {"base64": base64.b64encode(self.value).decode("ascii")}
+        body = {
+            "error": self.error,
+            "stage": self.stage,
+            "failed_at": self.failed_at.isoformat(),
+            "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+            "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
+            "original": original,
+        }
+        return json.dumps(body, ensure_ascii=False).encode()
+
+
+def make_dead_letter(record: Any, stage: str, error: str) -> DeadLetter:
+    """A dead letter for a consumed Kafka record."""
+    value = record.value if record.value is not None else b""
+    return DeadLetter(
+        stage=stage,
+        error=error,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=bytes(value),
+        failed_at=datetime.now(UTC),
+    )
+
+
+def ensure_dead_letter_table(client: Any, database: str) -> None:
+    """ReplacingMergeTree by id: a dead letter written twice (after a replay) is kept once."""
+    table = f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {table} ("
+        "`id` String, `stage` LowCardinality(String), `error` String, `topic` String, "
+        "`partition` Int32, `offset` Int64, `key` String, `value` String, "
+        "`failed_at` DateTime64(6, 'UTC'), `replayed` UInt8) "
+        "ENGINE = ReplacingMergeTree(`failed_at`) ORDER BY `id`"
+    )
+
+
+DEAD_LETTER_COLUMNS = [
+    "id",
+    "stage",
+    "error",
+    "topic",
+    "partition",
+    "offset",
+    "key",
+    "value",
+    "failed_at",
+    "replayed",
+]
+
+
+def dead_letter_rows(letters: list[DeadLetter], replayed: int = 0) -> list[list[Any]]:
+    """Rows for `cdc_dead_letters`; the value is stored base64 so any bytes survive."""
+    return [
+        [
+            letter.id,
+            letter.stage,
+            letter.error,
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            (letter.key or b"").decode("utf-8", "replace"),
+            base64.b64encode(letter.value).decode("ascii"),
+            letter.failed_at,
+            replayed,
+        ]
+        for letter in letters
+    ]
+
+
+def asdict_for_display(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as a plain dict (value shown as text where possible), for notebooks."""
+    data = asdict(letter)
+    data["value"] = letter.value.decode("utf-8", "replace")[:500]
+    data["key"] = (letter.key or b"").decode("utf-8", "replace")
+    return data
