@@ -225,7 +225,10 @@ class ChangeEventBuilder:
             "schema": relation.namespace,
             "xid": self._target(None).xid if self._target(None) else None,
         }
-        key = message_key(relation.name, payload, self.key_columns(relation))
+        if operation == "truncate":
+            key = f"{relation.name}:*".encode()  # the whole table
+        else:
+            key = message_key(relation.name, payload, self.key_columns(relation))
         return OutgoingEvent(key=key, value={"metadata": metadata, "payload": payload}, end_lsn=0)
 
 

@@ -1,0 +1,86 @@
+"""Cold start of the embedded stack and the idle memory of each service.
+
+Run: `python bench/bench_stack.py [--runs 3]`. Each run uses a fresh state folder and free
+ports, so it measures `up` from nothing (initdb included), then `up` again (already running).
+Prints a table and returns the numbers for bench/run_all.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from cdc_kit.config import Settings
+from cdc_kit.stack import Stack
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (PostgreSQL forks helpers)."""
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def one_run() -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_"))
+    root.chmod(0o755)
+    pg, kafka, ch = free_ports(3)
+    settings = Settings(
+        home=root / "home", pg_port=pg, kafka_port=kafka, clickhouse_port=ch, confirm_after="broker"
+    )
+    stack = Stack(settings)
+    try:
+        began = time.perf_counter()
+        stack.up()
+        cold = time.perf_counter() - began
+        began = time.perf_counter()
+        stack.up()
+        warm = time.perf_counter() - began
+        time.sleep(2)  # let services settle to their idle footprint
+        result = {"cold_up_s": cold, "second_up_s": warm}
+        for status in stack.status():
+            if status.pid:
+                result[f"rss_{status.name}_mb"] = rss_mb(status.pid)
+        return result
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    runs = [one_run() for _ in range(args.runs)]
+    summary = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    print(f"embedded stack, median of {args.runs} runs")
+    for key, value in summary.items():
+        unit = "s" if key.endswith("_s") else "MB"
+        print(f"  {key:<24} {value:8.2f} {unit}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

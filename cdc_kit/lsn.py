@@ -1,0 +1,27 @@
+"""PostgreSQL log sequence numbers (LSNs): the text form "16/B374D848" <-> a 64-bit integer.
+
+An LSN is a byte position in the write-ahead log. PostgreSQL prints it as two hex numbers,
+the high and low 32 bits. As an integer, (hi << 32) | lo, it sorts correctly and fits
+ClickHouse's UInt64, which is why the warehouse stores `lsn` as a number.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+
+
+def str_to_lsn(text: str) -> int:
+    """'16/B374D848' -> 97500059720. Raises ValueError naming the bad input."""
+    match = _LSN.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not an LSN (expected 'X/Y' in hex, e.g. '0/1A2B3C4'): {text!r}")
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+
+
+def lsn_to_str(value: int) -> str:
+    """97500059720 -> '16/B374D848' (uppercase hex, as PostgreSQL prints it)."""
+    if not 0 <= value < 2**64:
+        raise ValueError(f"an LSN is an unsigned 64-bit integer, not {value!r}")
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
