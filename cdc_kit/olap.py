@@ -1,0 +1,324 @@
+"""The warehouse side: OLAP models, the registry the router looks tables up in, and their DDL.
+
+An OLAP model is the OLTP `*Base` class (same columns) plus two CDC columns:
+
+    is_deleted  UInt8   1 for a delete event (a "tombstone" row)
+    lsn         UInt64  the change's position in PostgreSQL's log: the row's version
+
+ClickHouse's ReplacingMergeTree(lsn, is_deleted) keeps, per primary key, the row with the
+highest lsn, and drops the key when that row is a tombstone. Three corrections to the seed:
+
+1. Delete events carry only the primary key. The seed filled every None with a type default
+   ('' for str, 0 for int...) — but did it for *every* event, so a genuine NULL in an update
+   became ''. Here defaults are filled **only for deletes**.
+2. The seed's OLAP models inherited `min_length=1` / `gt=0` from the OLTP bases, so a delete
+   of a customer (email='') or product (price=0) failed validation. Business rules belong to
+   the source; the warehouse keeps the *types* and drops those value constraints.
+3. The table's ORDER BY must be the source primary key, or a tombstone does not replace the
+   row it deletes. `create_table_sql` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+
+import annotated_types
+from clickhouse_connect.driver.binding import quote_identifier
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+
+from cdc_kit.events import CdcEvent, describe_validation_error
+from cdc_kit.oltp import CustomerBase, OrderBase, OrderItemBase, ProductBase
+
+EPOCH = datetime(1970, 1, 1)
+
+
+class OlapValidationError(ValueError):
+    """An event whose payload does not fit its OLAP model; the message says which fields."""
+
+
+# ---- type helpers ---------------------------------------------------------------------------
+def unwrap(annotation: Any) -> tuple[Any, bool, list[Any]]:
+    """(base type, nullable?, Annotated hints) of `Annotated[Optional[X], ...]` and friends."""
+    hints: list[Any] = []
+    nullable = False
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation, *extra = get_args(annotation)
+            hints.extend(extra)
+        elif origin in (Union, types.UnionType):
+            members = [arg for arg in get_args(annotation) if arg is not type(None)]
+            nullable = nullable or len(members) < len(get_args(annotation))
+            annotation = members[0]
+        else:
+            return annotation, nullable, hints
+
+
+def default_for(annotation: Any) -> Any:
+    """The value a tombstone carries in a non-key column: the type's 'zero'."""
+    base, _, _ = unwrap(annotation)
+    if isinstance(base, type) and issubclass(base, enum.Enum):
+        return next(iter(base))
+    defaults: dict[Any, Any] = {
+        str: "",
+        bool: False,
+        int: 0,
+        float: 0.0,
+        Decimal: Decimal(0),
+        datetime: EPOCH,
+        date: EPOCH.date(),
+        uuid.UUID: uuid.UUID(int=0),
+        list: [],
+        dict: {},
+    }
+    for kind, value in defaults.items():
+        if base is kind or (isinstance(base, type) and issubclass(base, kind)):
+            return value
+    if get_origin(base) in (list, dict):
+        return get_origin(base)()
+    return None
+
+
+_VALUE_CONSTRAINTS = (
+    annotated_types.MinLen, annotated_types.MaxLen, annotated_types.Gt, annotated_types.Ge,
+    annotated_types.Lt, annotated_types.Le, annotated_types.MultipleOf,
+)  # fmt: skip
+
+
+# ---- the base class ------------------------------------------------------------------------
+class CdcFields(BaseModel):
+    """The two columns every CDC table adds."""
+
+    is_deleted: Annotated[int, "uint8"] = 0
+    lsn: Annotated[int, "uint64"] = 0
+
+
+class CdcOlapModelBase(BaseModel):
+    """Base of every OLAP model. Subclass it together with an OLTP `*Base` and `CdcFields`.
+
+    Class settings:
+    - `__table__`: the source table name (= the ClickHouse table name);
+    - `__order_by__`: the source primary key columns (default: `("id",)`).
+    """
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=False)
+
+    __table__: ClassVar[str]
+    __order_by__: ClassVar[tuple[str, ...]] = ("id",)
+    __source_primary_key__: ClassVar[tuple[str, ...]] = ("id",)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep each inherited column's type, drop its source-side value rules (see module doc)."""
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for field in cls.model_fields.values():
+            kept = [m for m in field.metadata if not isinstance(m, _VALUE_CONSTRAINTS)]
+            if len(kept) != len(field.metadata):
+                field.metadata = kept
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def fill_defaults_for_deletes(cls, data: Any, info: ValidationInfo) -> Any:
+        """Deletes only: replace each missing/None column with its type's default.
+
+        On inserts and updates a None stays None: it is a real NULL (nullable column) or an
+        error (non-nullable column) — never silently ''.
+        """
+        if not isinstance(data, dict) or (info.context or {}).get("operation") != "delete":
+            return data
+        filled = dict(data)
+        for name, field in cls.model_fields.items():
+            if filled.get(name) is None:
+                _, nullable, _ = unwrap(field.annotation)
+                filled[name] = None if nullable else default_for(field.annotation)
+        return filled
+
+
+# ---- the four OLAP models (the OLTP bases supply the columns) -----------------------------
+class CustomerOlap(CdcOlapModelBase, CustomerBase, CdcFields):
+    __table__ = "customer"
+    id: Annotated[int, "uint64"]
+    country: Annotated[str, "LowCardinality"]
+
+
+class ProductOlap(CdcOlapModelBase, ProductBase, CdcFields):
+    __table__ = "product"
+    id: Annotated[int, "uint64"]
+    category: Annotated[str, "LowCardinality"]
+
+
+class OrderOlap(CdcOlapModelBase, OrderBase, CdcFields):
+    __table__ = "order"
+    id: Annotated[int, "uint64"]
+    customerId: Annotated[int, "uint64"]
+    status: Annotated[str, "LowCardinality"]
+
+
+class OrderItemOlap(CdcOlapModelBase, OrderItemBase, CdcFields):
+    __table__ = "orderitem"
+    id: Annotated[int, "uint64"]
+    orderId: Annotated[int, "uint64"]
+    productId: Annotated[int, "uint64"]
+
+
+# ---- the registry -----------------------------------------------------------------------------
+#: Source table name -> OLAP model. The router looks events up here at run time.
+OLAP_MODELS: dict[str, type[CdcOlapModelBase]] = {}
+
+
+def register(model: type[CdcOlapModelBase], registry: dict | None = None) -> type[CdcOlapModelBase]:
+    """Route events of `model.__table__` to `model`: the one step to add a table."""
+    table_sql_order_by(model)  # refuse a wrong ORDER BY before any event is routed
+    (OLAP_MODELS if registry is None else registry)[model.__table__] = model
+    return model
+
+
+# ---- events -> rows ---------------------------------------------------------------------------
+def columns_of(model: type[CdcOlapModelBase]) -> list[str]:
+    """Column names in table order: primary key first, then the rest, is_deleted and lsn last."""
+    keys = list(model.__order_by__)
+    rest = [n for n in model.model_fields if n not in keys and n not in ("is_deleted", "lsn")]
+    return [*keys, *rest, "is_deleted", "lsn"]
+
+
+def order_by_of(model: type[CdcOlapModelBase]) -> list[str]:
+    return list(model.__order_by__)
+
+
+def to_row(
+    model: type[CdcOlapModelBase], event: CdcEvent, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate one event against its model and return the ClickHouse row (column -> value)."""
+    operation = event.metadata.operation
+    data = dict(event.payload if payload is None else payload)
+    data["lsn"] = event.metadata.lsn_int
+    data["is_deleted"] = 1 if operation == "delete" else 0
+    missing_keys = [k for k in model.__order_by__ if data.get(k) is None]
+    if missing_keys:
+        raise OlapValidationError(f"primary key column(s) missing: {', '.join(missing_keys)}")
+    try:
+        instance = model.model_validate(data, context={"operation": operation})
+    except ValidationError as exc:
+        raise OlapValidationError(describe_validation_error(exc)) from None
+    row = instance.model_dump()
+    return {column: _clickhouse_value(row[column]) for column in columns_of(model)}
+
+
+def _clickhouse_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+# ---- DDL --------------------------------------------------------------------------------------
+_HINTS = {
+    "uint8": "UInt8", "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64",
+    "int8": "Int8", "int16": "Int16", "int32": "Int32", "int64": "Int64",
+    "float32": "Float32", "float64": "Float64",
+}  # fmt: skip
+
+
+def clickhouse_type(annotation: Any, field_metadata: list[Any] | None = None) -> str:
+    """ClickHouse column type for a model annotation (with `Annotated` hints honoured)."""
+    base, nullable, hints = unwrap(annotation)
+    # Pydantic moves `Annotated[...]` extras of a field into its metadata: read both places.
+    hints = [*hints, *(field_metadata or [])]
+    low_cardinality = "LowCardinality" in hints
+    named = next((_HINTS[h] for h in hints if isinstance(h, str) and h in _HINTS), None)
+    if named:
+        inner = named
+    elif isinstance(base, type) and issubclass(base, enum.Enum):
+        inner, low_cardinality = "String", True
+    elif base is bool:
+        inner = "Bool"
+    elif base is int:
+        inner = "Int64"
+    elif base is float:
+        inner = "Float64"
+    elif base is Decimal:
+        digits, places = _decimal_precision(field_metadata or [])
+        inner = f"Decimal({digits}, {places})"
+    elif base is datetime:
+        inner = "DateTime64(6, 'UTC')"
+    elif base is date:
+        inner = "Date"
+    elif base is uuid.UUID:
+        inner = "UUID"
+    elif base is str:
+        inner = "String"
+    elif get_origin(base) in (list, dict) or base in (list, dict):
+        inner = "String"  # stored as JSON text
+    else:
+        raise TypeError(f"no ClickHouse type for {annotation!r}")
+    if nullable:
+        inner = f"Nullable({inner})"
+    return f"LowCardinality({inner})" if low_cardinality else inner
+
+
+def _decimal_precision(metadata: list[Any]) -> tuple[int, int]:
+    digits, places = 10, 2
+    for item in metadata:
+        digits = getattr(item, "max_digits", None) or digits
+        places = getattr(item, "decimal_places", None) or places
+    return digits, places
+
+
+def table_sql_order_by(model: type[CdcOlapModelBase]) -> str:
+    """The ORDER BY clause; refuses anything but the source primary key (with the reason)."""
+    order_by = tuple(model.__order_by__)
+    primary_key = tuple(model.__source_primary_key__)
+    if order_by != primary_key:
+        raise ValueError(
+            f"{model.__name__}: ORDER BY {order_by} must be the source primary key "
+            f"{primary_key}. ReplacingMergeTree replaces rows with equal ORDER BY keys, and a "
+            "delete event carries only the primary key (other columns hold defaults), so with "
+            "any other key the tombstone does not replace the row it deletes."
+        )
+    return ", ".join(quote_identifier(column) for column in order_by)
+
+
+def create_table_sql(model: type[CdcOlapModelBase], database: str = "local") -> str:
+    """`CREATE TABLE IF NOT EXISTS` for a model, every identifier quoted."""
+    order_by = table_sql_order_by(model)
+    columns = []
+    for name in columns_of(model):
+        field = model.model_fields[name]
+        columns.append(
+            f"    {quote_identifier(name)} {clickhouse_type(field.annotation, field.metadata)}"
+        )
+    table = f"{quote_identifier(database)}.{quote_identifier(model.__table__)}"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (\n"
+        + ",\n".join(columns)
+        + f"\n) ENGINE = ReplacingMergeTree(`lsn`, `is_deleted`)\nORDER BY ({order_by})"
+    )
+
+
+for _model in (CustomerOlap, ProductOlap, OrderOlap, OrderItemOlap):
+    register(_model)
+
+__all__ = [
+    "OLAP_MODELS",
+    "CdcFields",
+    "CdcOlapModelBase",
+    "CustomerOlap",
+    "OlapValidationError",
+    "OrderItemOlap",
+    "OrderOlap",
+    "ProductOlap",
+    "columns_of",
+    "create_table_sql",
+    "register",
+    "to_row",
+]

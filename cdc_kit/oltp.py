@@ -1,0 +1,203 @@
+"""The application's tables in PostgreSQL, as SQLModel classes (the OLTP side).
+
+Each entity has a `*Base` class with the columns and their business rules, and a table class
+that adds the primary key. The OLAP models in `cdc_kit.olap` reuse the same `*Base` classes,
+so a column is declared once for both sides.
+
+    customer 1───* order 1───* orderitem *───1 product
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Field, Session, SQLModel
+from tqdm.auto import tqdm
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC (SQLModel stores datetimes as `timestamptz`).
+
+    The seed wrote `default=datetime.now()`, which Python evaluates ONCE at import: every row
+    got the same timestamp. `default_factory` calls this for each new row instead.
+    """
+    return datetime.now(UTC)
+
+
+class CustomerBase(SQLModel):
+    email: str = Field(min_length=3, max_length=255)
+    name: str = Field(min_length=1, max_length=255)
+    country: str = Field(min_length=2, max_length=100)
+    city: str = Field(max_length=100)
+    #: Long free text: values over ~2 kB are stored out of line (TOAST) — lesson material.
+    bio: str | None = Field(default=None)
+    createdAt: datetime = Field(default_factory=utcnow)
+
+
+class Customer(CustomerBase, table=True):
+    __tablename__ = "customer"
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class ProductBase(SQLModel):
+    name: str = Field(min_length=1, max_length=255)
+    category: str = Field(min_length=1, max_length=100)
+    price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
+    description: str | None = Field(default=None)
+    createdAt: datetime = Field(default_factory=utcnow)
+
+
+class Product(ProductBase, table=True):
+    __tablename__ = "product"
+    id: int | None = Field(default=None, primary_key=True)
+
+
+ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
+
+
+class OrderBase(SQLModel):
+    customerId: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    orderDate: datetime = Field(default_factory=utcnow)
+    total: Decimal = Field(ge=0, max_digits=10, decimal_places=2)
+    status: str = Field(default="pending", max_length=20)
+    createdAt: datetime = Field(default_factory=utcnow)
+
+
+class Order(OrderBase, table=True):
+    __tablename__ = "order"  # a reserved word in SQL: every raw query must quote it
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class OrderItemBase(SQLModel):
+    orderId: int = Field(foreign_key="order.id", ondelete="CASCADE")
+    productId: int = Field(foreign_key="product.id", ondelete="CASCADE")
+    quantity: int = Field(gt=0)
+    price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
+    createdAt: datetime = Field(default_factory=utcnow)
+
+
+class OrderItem(OrderItemBase, table=True):
+    __tablename__ = "orderitem"
+    id: int | None = Field(default=None, primary_key=True)
+
+
+#: Source table name -> SQLModel class, in an order that respects foreign keys.
+TABLES: dict[str, type[SQLModel]] = {
+    "customer": Customer,
+    "product": Product,
+    "order": Order,
+    "orderitem": OrderItem,
+}
+
+
+def create_all(engine: Any) -> None:
+    """Create the four tables (if missing)."""
+    SQLModel.metadata.create_all(engine, tables=[model.__table__ for model in TABLES.values()])
+
+
+def drop_all(engine: Any) -> None:
+    SQLModel.metadata.drop_all(engine, tables=[model.__table__ for model in TABLES.values()])
+
+
+@contextmanager
+def session(engine: Any) -> Iterator[Session]:
+    """A SQLModel session that commits on success and rolls back on error."""
+    with Session(engine) as db:
+        try:
+            yield db
+            db.commit()
+        except Exception:
+            db.rollback()
+            raise
+
+
+def _read_csv(name: str) -> list[dict[str, str]]:
+    with open(DATA_DIR / f"{name}.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def sample_rows(scale: int = 1, seed: int = 42) -> dict[str, list[SQLModel]]:
+    """Deterministic sample rows: the CSVs in data/, plus generated ones when scale > 1."""
+    rng = random.Random(seed)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    customers = [Customer.model_validate(row) for row in _read_csv("customers")]
+    products = [Product.model_validate(row) for row in _read_csv("products")]
+    orders = [Order.model_validate(row) for row in _read_csv("orders")]
+    items = [OrderItem.model_validate(row) for row in _read_csv("orderitems")]
+    for obj in [*customers, *products, *orders, *items]:
+        obj.createdAt = base
+    for n in range(len(customers) + 1, len(customers) * scale + 1):
+        customers.append(
+            Customer(
+                id=n,
+                email=f"customer{n}@example.com",
+                name=f"Customer {n}",
+                country=rng.choice(["US", "DE", "FR", "NL", "JP", "BR"]),
+                city=rng.choice(["Springfield", "Berlin", "Lyon", "Utrecht", "Osaka", "Recife"]),
+                createdAt=base,
+            )
+        )
+    order_id = len(orders)
+    item_id = len(items)
+    for _ in range(len(orders) * (scale - 1)):
+        order_id += 1
+        order = Order(
+            id=order_id,
+            customerId=rng.randint(1, len(customers)),
+            orderDate=base + timedelta(minutes=order_id),
+            total=Decimal("0.00"),
+            status=rng.choice(ORDER_STATUSES),
+            createdAt=base,
+        )
+        total = Decimal("0.00")
+        for _ in range(rng.randint(1, 4)):
+            item_id += 1
+            product = rng.choice(products)
+            quantity = rng.randint(1, 5)
+            items.append(
+                OrderItem(
+                    id=item_id,
+                    orderId=order_id,
+                    productId=product.id,
+                    quantity=quantity,
+                    price=product.price,
+                    createdAt=base,
+                )
+            )
+            total += Decimal(product.price) * quantity
+        order.total = total
+        orders.append(order)
+    return {"customer": customers, "product": products, "order": orders, "orderitem": items}
+
+
+def load_sample_data(engine: Any, scale: int = 1, progress: bool = True) -> dict[str, int]:
+    """Insert the sample rows (skipping tables that already have rows). Returns rows per table."""
+    from sqlalchemy import func, select, text
+
+    rows = sample_rows(scale)
+    loaded: dict[str, int] = {}
+    with session(engine) as db:
+        for name, objects in tqdm(rows.items(), desc="sample data", disable=not progress):
+            model = TABLES[name]
+            if db.exec(select(func.count()).select_from(model)).one()[0]:
+                loaded[name] = 0
+                continue
+            db.add_all(objects)
+            db.flush()
+            loaded[name] = len(objects)
+        # Explicit ids were inserted: move each id sequence past them for later inserts.
+        quote = db.get_bind().dialect.identifier_preparer.quote
+        for name in rows:
+            table = quote(name)  # "order" is a reserved word
+            sql = f"SELECT setval(pg_get_serial_sequence(:t, 'id'), (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"  # noqa: S608, E501 - quoted identifier
+            db.exec(text(sql).bindparams(t=table))
+    return loaded
