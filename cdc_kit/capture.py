@@ -250,7 +250,7 @@ class Capture:
         builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))
         state = _StreamState(cluster_id=cluster_id)
         if s.confirm_after == "router":
-            state.warehouse = self.stack.clickhouse()
+            state.warehouse = self.stack.clickhouse(database="default")
             ensure_progress_table(state.warehouse, s.clickhouse_database)
         self._write_status("streaming")
         log.info("streaming slot %s (publication %s)", s.slot_name, s.publication_name)

@@ -20,12 +20,14 @@ Rules that make it safe to lift into production:
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.binding import quote_identifier
@@ -144,6 +146,7 @@ class Router:
             "last_error": "",
             "last_batch_at": None,
             "restarts_seen": 0,
+            "replayed": 0,
         }
 
     # ---- connections ------------------------------------------------------------------
@@ -152,7 +155,8 @@ class Router:
         if self._consumer is not None:
             return
         s = self.settings
-        self._ch = self._ch or self.stack.clickhouse()
+        # Qualified names everywhere: the target database may not exist before this call.
+        self._ch = self._ch or self.stack.clickhouse(database="default")
         ensure_progress_table(self._ch, s.clickhouse_database)
         ensure_dead_letter_table(self._ch, s.clickhouse_database)
         self._producer = self._producer or self.stack.kafka_producer()
@@ -212,7 +216,8 @@ class Router:
         if not records:
             return BatchResult()
         try:
-            result = self._route_records(records)
+            result, dead = self._route_records(records)
+            self._park(dead)
         except Exception:
             # Nothing of this batch is committed: go back and try it again next time.
             self._consumer.seek(self._partition, records[0].offset)
@@ -227,7 +232,8 @@ class Router:
         self._record(result)
         return result
 
-    def _route_records(self, records: list[Any]) -> BatchResult:
+    def _route_records(self, records: list[Any]) -> tuple[BatchResult, list[DeadLetter]]:
+        """Route and write records; returns the result and the dead letters (not yet parked)."""
         result = BatchResult(consumed=len(records))
         buffer = _TableBuffer()
         dead: list[DeadLetter] = []
@@ -246,11 +252,10 @@ class Router:
                 )
         written, rejected = self._flush(buffer)
         dead.extend(rejected)
-        self._park(dead)
         result.routed = sum(written.values())
         result.tables.update(written)
         result.dead_lettered = len(dead)
-        return result
+        return result, dead
 
     def _route_event(self, event: CdcEvent, record: Any, buffer: _TableBuffer) -> None:
         table = event.metadata.table
@@ -349,7 +354,10 @@ class Router:
             except DatabaseError as exc:
                 if isinstance(exc, OperationalError):
                     raise
-                bad.append(make_dead_letter(pending.record, "warehouse", _first_line(exc)))
+                reason = f"ClickHouse rejected the {table} row: {_first_line(exc)}"
+                if exc.__cause__ is not None:
+                    reason += f" ({_first_line(exc.__cause__)})"
+                bad.append(make_dead_letter(pending.record, "warehouse", reason))
         return ok, bad
 
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
@@ -377,6 +385,43 @@ class Router:
                 "dead letter at offset %d (%s): %s", letter.offset, letter.stage, letter.error
             )
         self._producer.flush()
+
+    # ---- dead letters ------------------------------------------------------------------
+    def dead_letters(self, include_replayed: bool = False) -> list[dict[str, Any]]:
+        """The parked events (newest state of each), as dicts for display."""
+        self._connect()
+        where = "" if include_replayed else " WHERE `replayed` = 0"
+        table = self._qualified(DEAD_LETTER_TABLE)
+        result = self._ch.query(f"SELECT * FROM {table} FINAL{where} ORDER BY `offset`")  # noqa: S608
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def replay_dead_letters(self) -> BatchResult:
+        """Route the parked events again, e.g. after registering a model or fixing data.
+
+        Those that now route are marked replayed; those that fail again stay parked with the
+        new reason. A replayed change cannot overwrite newer data: ClickHouse keeps the row
+        with the highest LSN, and a replay keeps the event's original LSN.
+        """
+        letters = self.dead_letters()
+        if not letters:
+            return BatchResult()
+        records = [_ParkedRecord.from_row(row) for row in letters]
+        result, still_dead = self._route_records(records)
+        failed_ids = {letter.id for letter in still_dead}
+        replayed = [
+            replace(parked.as_dead_letter(), failed_at=datetime.now(UTC))
+            for parked in records
+            if parked.id not in failed_ids
+        ]
+        self._ch.insert(
+            DEAD_LETTER_TABLE,
+            dead_letter_rows(replayed, replayed=1),
+            column_names=DEAD_LETTER_COLUMNS,
+            database=self.settings.clickhouse_database,
+        )
+        self._park(still_dead)
+        self._bump("replayed", len(replayed))
+        return result
 
     # ---- background thread -----------------------------------------------------------
     def start(self) -> Router:
@@ -443,6 +488,45 @@ class Router:
             if client is not None:
                 client.close()
         self._producer = self._admin = None
+
+
+@dataclass
+class _ParkedRecord:
+    """A dead letter read back from the warehouse, shaped like a Kafka record for routing."""
+
+    id: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    stage: str
+    error: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> _ParkedRecord:
+        return cls(
+            id=row["id"],
+            topic=row["topic"],
+            partition=row["partition"],
+            offset=row["offset"],
+            key=row["key"].encode() if row["key"] else None,
+            value=base64.b64decode(row["value"]),
+            stage=row["stage"],
+            error=row["error"],
+        )
+
+    def as_dead_letter(self) -> DeadLetter:
+        return DeadLetter(
+            self.stage,
+            self.error,
+            self.topic,
+            self.partition,
+            self.offset,
+            self.key,
+            self.value,
+            datetime.now(UTC),
+        )
 
 
 def _cluster_id(admin: Any) -> str:
