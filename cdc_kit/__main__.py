@@ -89,17 +89,20 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 }
 
 
+#: Commands with options of their own (see `python -m cdc_kit route --help`).
+PASS_THROUGH = ("capture", "route", "demo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cdc_kit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text)
+        # Pass-through commands parse their own options (and their own --help).
+        command = sub.add_parser(name, help=help_text, add_help=name not in PASS_THROUGH)
         if name == "up":
             command.add_argument("--only", nargs="+", help="start only these services")
         else:
             command.set_defaults(only=None)
-        if name in ("capture", "route", "demo"):
-            command.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -114,7 +117,12 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command in PASS_THROUGH:
+        args.rest = rest  # options of `capture`, `route` and `demo` go to their own parsers
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     handler = COMMANDS[args.command][0]
     try:
         get_settings()
