@@ -194,9 +194,9 @@ def load_sample_data(engine: Any, scale: int = 1, progress: bool = True) -> dict
             db.add_all(objects)
             db.flush()
             loaded[name] = len(objects)
-        # Explicit ids were inserted: move each id sequence past them for later inserts.
+        # Explicit ids were inserted: move those id sequences past them for later inserts.
         quote = db.get_bind().dialect.identifier_preparer.quote
-        for name in rows:
+        for name in (name for name, count in loaded.items() if count):
             table = quote(name)  # "order" is a reserved word
             sql = f"SELECT setval(pg_get_serial_sequence(:t, 'id'), (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"  # noqa: S608, E501 - quoted identifier
             db.exec(text(sql).bindparams(t=table))

@@ -47,6 +47,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable_auto_commit": False,
     "session_timeout_ms": 6000,  # joining a group takes ~3 s instead of ~23 s
     "heartbeat_interval_ms": 1000,
+    # The broker holds an empty fetch this long: 500 ms (default) cost ~250 ms per change
+    # (measured); 20 ms gives ~12 ms commit -> consumer at ~50 idle fetches/s on loopback.
+    "fetch_max_wait_ms": 20,
     "reconnect_backoff_max_ms": 1000,
     "request_timeout_ms": 10000,
     "allow_auto_create_topics": False,
