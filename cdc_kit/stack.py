@@ -150,10 +150,14 @@ class Stack:
 
     # ---- clients -------------------------------------------------------------------
     def pg_engine(self, **kwargs: Any) -> Any:
-        """A SQLAlchemy engine (what SQLModel sessions use) for the lesson database."""
+        """A SQLAlchemy engine (what SQLModel sessions use) for the lesson database.
+
+        `pool_pre_ping` checks a pooled connection before use, so a restarted PostgreSQL
+        does not hand a notebook a dead connection.
+        """
         from sqlmodel import create_engine
 
-        return create_engine(self.settings.pg_sqlalchemy_url, **kwargs)
+        return create_engine(self.settings.pg_sqlalchemy_url, **{"pool_pre_ping": True, **kwargs})
 
     def pg_connection(self, **kwargs: Any) -> Any:
         """A plain psycopg2 connection, for replication queries and raw SQL."""
@@ -176,10 +180,15 @@ class Stack:
         return KafkaConsumer(*topics, bootstrap_servers=self.settings.kafka_bootstrap, **options)
 
     def clickhouse(self, **kwargs: Any) -> Any:
-        """A clickhouse-connect client for the warehouse database (`local`)."""
+        """A clickhouse-connect client for the warehouse database (`local`).
+
+        Without a server session the client may be shared by threads (a router thread and
+        the notebook that watches it); the kit uses no session state (temporary tables...).
+        """
         import clickhouse_connect
 
         options: dict[str, Any] = {
+            "autogenerate_session_id": False,
             "host": self.settings.clickhouse_host,
             "port": self.settings.clickhouse_port,
             "username": self.settings.clickhouse_user,
