@@ -101,6 +101,7 @@ class Capture:
         self.stats = CaptureStats()
         self._stop = threading.Event()
         self._send_failure: BaseException | None = None
+        self._partition: int | None = None
 
     # ---- public ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -143,6 +144,8 @@ class Capture:
             conn.autocommit = False
             snapshot.ensure_state_table(conn)
             producer = self.stack.kafka_producer()
+            partitions = producer.partitions_for(s.cdc_topic) or set()
+            self._partition = 0 if partitions == {0} else None
             admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=5000)
             cluster_id = _cluster_id(admin)
             repl = psycopg2.connect(
@@ -332,7 +335,14 @@ class Capture:
             state.next_log = now + self.log_interval
 
     def _send(self, producer: Any, event: OutgoingEvent) -> Any:
-        future = producer.send(self.settings.cdc_topic, key=event.key, value=event.encode())
+        # With one partition (embedded mode) skip the client's pure-Python key hashing,
+        # which measured ~10% of capture's time; with more, the key picks the partition.
+        future = producer.send(
+            self.settings.cdc_topic,
+            key=event.key,
+            value=event.encode(),
+            partition=self._partition,
+        )
         future.add_errback(self._on_send_error)
         return future
 

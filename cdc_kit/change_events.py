@@ -132,13 +132,17 @@ class ChangeEventBuilder:
         self, txn: _Transaction, commit_lsn: int, end_lsn: int, commit_ts: datetime | None
     ) -> list[OutgoingEvent]:
         events = [event for _, event in txn.events]
-        for index, event in enumerate(events):
-            meta = event.value["metadata"]
-            meta["commit_lsn"] = lsn_to_str(commit_lsn)
-            meta["end_lsn"] = lsn_to_str(end_lsn)
-            meta["commit_ts"] = commit_ts.isoformat() if commit_ts else None
-            meta["last_in_txn"] = index == len(events) - 1
+        commit = {
+            "commit_lsn": lsn_to_str(commit_lsn),
+            "end_lsn": lsn_to_str(end_lsn),
+            "commit_ts": commit_ts.isoformat() if commit_ts else None,
+            "last_in_txn": False,
+        }
+        for event in events:
+            event.value["metadata"].update(commit)
             event.end_lsn = end_lsn
+        if events:
+            events[-1].value["metadata"]["last_in_txn"] = True
         return events
 
     # ---- schema ---------------------------------------------------------------------

@@ -150,7 +150,7 @@ class Router:
         }
 
     # ---- connections ------------------------------------------------------------------
-    def _connect(self) -> None:
+    def connect(self) -> None:
         """Create clients and warehouse tables once; position the consumer at its commit."""
         if self._consumer is not None:
             return
@@ -193,7 +193,7 @@ class Router:
             self._reset_consumer()
             self._producer.close()
             self._producer = None
-            self._connect()
+            self.connect()
 
     def ensure_table(self, table: str) -> None:
         """Create the ClickHouse table of a registered source table (once per router)."""
@@ -206,7 +206,7 @@ class Router:
     # ---- one batch --------------------------------------------------------------------
     def step(self, timeout_ms: int | None = None) -> BatchResult:
         """Poll one batch, route it, write it, then commit offsets and record progress."""
-        self._connect()
+        self.connect()
         self._check_broker_restart()
         polled = self._consumer.poll(
             timeout_ms=self.poll_timeout_ms if timeout_ms is None else timeout_ms,
@@ -389,7 +389,7 @@ class Router:
     # ---- dead letters ------------------------------------------------------------------
     def dead_letters(self, include_replayed: bool = False) -> list[dict[str, Any]]:
         """The parked events (newest state of each), as dicts for display."""
-        self._connect()
+        self.connect()
         where = "" if include_replayed else " WHERE `replayed` = 0"
         table = self._qualified(DEAD_LETTER_TABLE)
         result = self._ch.query(f"SELECT * FROM {table} FINAL{where} ORDER BY `offset`")  # noqa: S608
