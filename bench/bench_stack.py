@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-from cdc_kit.config import Settings
-from cdc_kit.stack import Stack
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import free_ports  # noqa: E402
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+from cdc_kit.config import Settings  # noqa: E402
+from cdc_kit.stack import Stack  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

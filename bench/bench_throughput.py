@@ -11,6 +11,7 @@ Run: `python bench/bench_throughput.py [--rows 100000]`. Prints a table; returns
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_stack  # noqa: E402
+from common import PeakMemory, bench_stack  # noqa: E402
 
 from cdc_kit import oltp  # noqa: E402
 from cdc_kit.capture import Capture  # noqa: E402
@@ -115,16 +116,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         router.ensure_table("customer")
         router_s = route_until(router, rows)
 
-        # End to end: capture and router running together while PostgreSQL commits.
-        capture = Capture(stack.settings)
-        capture_thread = threading.Thread(target=capture.run, daemon=True)
-        capture_thread.start()
-        began = time.perf_counter()
-        insert_rows(stack, rows + 1, rows)
-        route_until(router, 2 * rows)
-        e2e_s = time.perf_counter() - began
-        capture.stop()
-        capture_thread.join(timeout=30)
+        # End to end as deployed: capture as its own process (the stack's service), the
+        # router in this process (like a notebook kernel), PostgreSQL committing meanwhile.
+        stack.up(only=["capture"])
+        pids = {st.name: st.pid for st in stack.status() if st.pid}
+        pids["router (this process)"] = os.getpid()
+        with PeakMemory(pids) as memory:
+            began = time.perf_counter()
+            insert_rows(stack, rows + 1, rows)
+            route_until(router, 2 * rows)
+            e2e_s = time.perf_counter() - began
         router.close()
     result = {
         "rows": rows,
@@ -133,10 +134,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "router_events_per_s": rows / router_s,
         "router_us_per_event": router_s / rows * 1e6,
         "end_to_end_rows_per_s": rows / e2e_s,
+        **{f"peak_rss_mb {name}": mb for name, mb in memory.peak_mb.items()},
+        "peak_rss_mb total": sum(memory.peak_mb.values()),
     }
     print(f"throughput, {rows:,} row changes")
     for key, value in result.items():
-        print(f"  {key:<30} {value:>12,.1f}")
+        print(f"  {key:<40} {value:>12,.1f}")
     return result
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import statistics
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from cdc_kit.config import Settings
 from cdc_kit.stack import Stack
@@ -41,6 +45,40 @@ def bench_stack(only: list[str] | None = None, **overrides: Any) -> Iterator[Sta
     finally:
         stack.down()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class PeakMemory:
+    """Samples resident memory (process + children) of named pids in a thread; keeps the peak."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.1) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.peak_mb: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pid in self.pids.items():
+                try:
+                    proc = psutil.Process(pid)
+                    # Services fork helpers (PostgreSQL backends) that count; but this
+                    # process's children are the services themselves, counted on their own.
+                    own = pid == os.getpid()
+                    procs = [proc] if own else [proc, *proc.children(recursive=True)]
+                    rss = sum(p.memory_info().rss for p in procs) / 2**20
+                except psutil.Error:
+                    continue
+                self.peak_mb[name] = max(self.peak_mb[name], rss)
+            self._stop.wait(self.interval)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

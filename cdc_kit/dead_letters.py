@@ -18,6 +18,9 @@ from clickhouse_connect.driver.binding import quote_identifier
 
 DEAD_LETTER_TABLE = "cdc_dead_letters"
 
+#: Bytes of the original kept in a dead-letter *topic* message (the table keeps all of them).
+TOPIC_ORIGINAL_LIMIT = 512 * 1024
+
 #: Where in the router an event failed.
 STAGES = ("decode", "lookup", "validate", "enrich", "warehouse")
 
@@ -40,12 +43,18 @@ class DeadLetter:
         """Stable identity: the same source message always gets the same id."""
         return f"{self.topic}:{self.partition}:{self.offset}"
 
-    def to_message(self) -> bytes:
-        """The dead-letter topic's JSON: original as text when it is UTF-8, else base64."""
+    def to_message(self, max_original: int = TOPIC_ORIGINAL_LIMIT) -> bytes:
+        """The dead-letter topic's JSON: original as text when it is UTF-8, else base64.
+
+        A huge original is cut to `max_original` bytes here (the topic has a message size
+        limit); the warehouse table `cdc_dead_letters` keeps every byte for replay.
+        """
         try:
-            original: dict[str, Any] = {"text": self.value.decode("utf-8")}
+            original: dict[str, Any] = {"text": self.value.decode("utf-8")[:max_original]}
         except UnicodeDecodeError:
-            original = {"base64": base64.b64encode(self.value).decode("ascii")}
+            original = {"base64": base64.b64encode(self.value[:max_original]).decode("ascii")}
+        if len(self.value) > max_original:
+            original.update(truncated=True, size=len(self.value))
         body = {
             "error": self.error,
             "stage": self.stage,

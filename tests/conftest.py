@@ -12,12 +12,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cdc_kit import olap
 from cdc_kit.config import Settings
+from cdc_kit.router import Router
+from cdc_kit.services.broker import create_topics
 from cdc_kit.stack import Stack, ensure_running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,3 +108,23 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
     yield running
     running.down()
     shutil.rmtree(Path(stack_env["CDC_KIT_HOME"]).parent, ignore_errors=True)
+
+
+@pytest.fixture()
+def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
+    """A router with its own topics, group and ClickHouse database on the shared stack."""
+    tag = uuid.uuid4().hex[:8]
+    settings = stack.settings.model_copy(
+        update={
+            "cdc_topic": f"events_{tag}",
+            "dlq_topic": f"dlq_{tag}",
+            "clickhouse_database": f"router_{tag}",
+            "router_group": f"router_{tag}",
+        }
+    )
+    create_topics(settings.kafka_bootstrap, [settings.cdc_topic, settings.dlq_topic])
+    isolated_stack = Stack(settings)
+    router = Router(isolated_stack, registry=dict(olap.OLAP_MODELS), batch_size=1000)
+    yield isolated_stack, router
+    router.close()
+    stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")

@@ -7,8 +7,6 @@ other's events; the events are hand-made in the exact contract capture produces.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
@@ -16,27 +14,7 @@ from kafka import TopicPartition
 
 from cdc_kit import olap
 from cdc_kit.router import Router
-from cdc_kit.services.broker import create_topics
 from cdc_kit.stack import Stack
-
-
-@pytest.fixture()
-def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
-    tag = uuid.uuid4().hex[:8]
-    settings = stack.settings.model_copy(
-        update={
-            "cdc_topic": f"events_{tag}",
-            "dlq_topic": f"dlq_{tag}",
-            "clickhouse_database": f"router_{tag}",
-            "router_group": f"router_{tag}",
-        }
-    )
-    create_topics(settings.kafka_bootstrap, [settings.cdc_topic, settings.dlq_topic])
-    isolated_stack = Stack(settings)
-    router = Router(isolated_stack, registry=dict(olap.OLAP_MODELS), batch_size=1000)
-    yield isolated_stack, router
-    router.close()
-    stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
 
 
 def event(table: str, operation: str, lsn: str, payload: dict, **meta: Any) -> bytes:

@@ -1,0 +1,122 @@
+"""End-to-end freshness: a commit in PostgreSQL -> the row visible in ClickHouse.
+
+At each target rate (changes per second) a writer inserts customers one transaction at a
+time and notes each commit time; a watcher polls `max(id)` in ClickHouse every 2 ms and
+notes when each id became visible. Capture runs as the stack's service and the router in a
+thread of this process, as in a notebook. Prints p50/p95/p99 per rate and saves a plot.
+
+Run: `python bench/bench_freshness.py [--seconds 5] [--rates 10 100 1000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import bench_stack, percentiles  # noqa: E402
+
+from cdc_kit import oltp  # noqa: E402
+from cdc_kit.router import Router  # noqa: E402
+from cdc_kit.stack import Stack  # noqa: E402
+
+INSERT = (
+    'INSERT INTO customer (id, email, name, country, city, "createdAt") '
+    "VALUES (%s, %s, 'Fresh', 'NL', 'Ede', now())"
+)
+
+
+def measure_rate(stack: Stack, rate: int, seconds: float, first_id: int) -> list[float]:
+    """Latencies (ms) of `rate * seconds` single-row transactions at a steady rate."""
+    count = int(rate * seconds)
+    committed: dict[int, float] = {}
+    visible: dict[int, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        ch = stack.clickhouse()
+        seen = first_id - 1
+        while not done.is_set() or seen < first_id + count - 1:
+            newest = ch.query("SELECT max(id) FROM local.customer").result_rows[0][0] or 0
+            now = time.perf_counter()
+            for row_id in range(seen + 1, newest + 1):
+                visible[row_id] = now
+            seen = max(seen, newest)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    conn = stack.pg_connection()
+    began = time.perf_counter()
+    with conn.cursor() as cur:
+        for n in range(count):
+            row_id = first_id + n
+            pause = began + n / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            cur.execute(INSERT, (row_id, f"f{row_id}@example.com"))
+            conn.commit()
+            committed[row_id] = time.perf_counter()
+    conn.close()
+    done.set()
+    watcher.join(timeout=60)
+    return [(visible[i] - committed[i]) * 1000 for i in committed if i in visible]
+
+
+def plot(results: dict[int, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = sorted(results)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^:")):
+        ax.plot(rates, [results[r][key] for r in rates], style, label=key)
+    ax.set_xscale("log")
+    ax.set_xlabel("changes per second (single-row transactions)")
+    ax.set_ylabel("commit -> visible in ClickHouse (ms)")
+    ax.set_title("cdc-kit end-to-end freshness (embedded stack)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rates", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--plot", type=Path, default=Path(__file__).parent / "freshness.png")
+    args = parser.parse_args(argv)
+    results: dict[int, dict[str, float]] = {}
+    with bench_stack() as stack:
+        engine = stack.pg_engine()
+        oltp.create_all(engine)
+        router = Router(stack)
+        router.connect()
+        router.ensure_table("customer")  # the watcher queries it from the first moment
+        router.start()
+        measure_rate(stack, 20, 1.0, 900_000)  # warm-up (connections, first fetches): discarded
+        next_id = 1_000_000
+        for rate in args.rates:
+            latencies = measure_rate(stack, rate, args.seconds, next_id)
+            next_id += len(latencies) + 10 * rate
+            results[rate] = {**percentiles(latencies), "n": len(latencies)}
+            print(
+                f"  {rate:>5}/s  n={len(latencies):>5}  p50 {results[rate]['p50']:6.1f} ms  "
+                f"p95 {results[rate]['p95']:6.1f} ms  p99 {results[rate]['p99']:6.1f} ms"
+            )
+        router.close()
+    plot(results, args.plot)
+    print(f"plot saved to {args.plot}")
+    return {str(rate): values for rate, values in results.items()}
+
+
+if __name__ == "__main__":
+    main()
