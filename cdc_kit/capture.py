@@ -1,6 +1,6 @@
 """The capture service: PostgreSQL's logical replication stream -> Kafka, in the kit's contract.
 
-    PostgreSQL slot --pgoutput--> Decoder --> ChangeEventBuilder --> KafkaProducer --> topic
+    PostgreSQL slot --pgoutput--> Decoder --> ChangeEventBuilder --> TransactionProducer --> topic
           ^                                                                |
           +------ confirm LSN <- min(broker acked, router wrote) <---------+
 
@@ -22,7 +22,6 @@ import select
 import signal
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from psycopg2 import sql
 from cdc_kit import pgoutput, replication, snapshot
 from cdc_kit.change_events import ChangeEventBuilder, OutgoingEvent
 from cdc_kit.config import Settings, get_settings
+from cdc_kit.delivery import DeliveryError, TransactionProducer
 from cdc_kit.errors import CdcKitError
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.progress import ensure_progress_table, read_progress
@@ -50,17 +50,10 @@ class BrokerRestarted(RuntimeError):
 
 
 @dataclass
-class _PendingTransaction:
-    end_lsn: int
-    last_future: Any
-
-
-@dataclass
 class _StreamState:
     """What the streaming loop knows about delivery, as LSNs (ints)."""
 
     cluster_id: str
-    pending: deque[_PendingTransaction] = field(default_factory=deque)
     acked_lsn: int = 0  # every transaction ending here or before is in the broker
     written_lsn: int = 0  # ... and (router mode) in ClickHouse
     sent_lsn: int = 0  # what we confirmed to PostgreSQL
@@ -100,8 +93,6 @@ class Capture:
         self.stack = get_stack(self.settings)
         self.stats = CaptureStats()
         self._stop = threading.Event()
-        self._send_failure: BaseException | None = None
-        self._partition: int | None = None
 
     # ---- public ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -115,7 +106,14 @@ class Capture:
             try:
                 self._session()
                 backoff = 0.5
-            except (psycopg2.Error, KafkaError, BrokerRestarted, CdcKitError, OSError) as exc:
+            except (
+                psycopg2.Error,
+                KafkaError,
+                DeliveryError,
+                BrokerRestarted,
+                CdcKitError,
+                OSError,
+            ) as exc:
                 message = _one_line(exc)
                 self.stats.last_error = message
                 self._write_status("retrying", message)
@@ -143,9 +141,7 @@ class Capture:
                 )
             conn.autocommit = False
             snapshot.ensure_state_table(conn)
-            producer = self.stack.kafka_producer()
-            partitions = producer.partitions_for(s.cdc_topic) or set()
-            self._partition = 0 if partitions == {0} else None
+            producer = TransactionProducer(str(s.kafka_bootstrap), s.cdc_topic)
             admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=5000)
             cluster_id = _cluster_id(admin)
             repl = psycopg2.connect(
@@ -155,7 +151,7 @@ class Capture:
             self._prepare_slot(conn, cursor, producer)
             self._stream(conn, cursor, producer, admin, cluster_id)
         finally:
-            for resource in (producer, admin, repl, conn):
+            for resource in (admin, repl, conn):
                 if resource is not None:
                     try:
                         resource.close()
@@ -225,11 +221,17 @@ class Capture:
     ) -> int:
         lookup = self._primary_key_lookup(conn)
         count = 0
+        chunk: list[OutgoingEvent] = []
         for event in snapshot.read_snapshot(snap_conn, snapshot_name, tables, lookup):
-            self._send(producer, event)
-            count += 1
+            chunk.append(event)
+            if len(chunk) == 5000:
+                producer.send(chunk, end_lsn=0)
+                producer.poll()
+                count += len(chunk)
+                chunk = []
+        producer.send(chunk, end_lsn=0)
+        count += len(chunk)
         producer.flush()
-        self._raise_send_failure()
         self.stats.snapshot_rows += count
         return count
 
@@ -268,18 +270,16 @@ class Capture:
                     self._produce_transaction(producer, events, state)
             now = time.monotonic()
             if now >= next_tick:
-                self._tick(cursor, builder, admin, state, now)
+                self._tick(cursor, builder, producer, admin, state, now)
                 next_tick = now + self.tick_interval
         # Clean stop: confirm what the broker took (router mode: what the router wrote).
         producer.flush()
-        self._tick(cursor, builder, admin, state, time.monotonic(), force=True)
+        self._tick(cursor, builder, producer, admin, state, time.monotonic(), force=True)
 
     def _produce_transaction(
-        self, producer: Any, events: list[OutgoingEvent], state: _StreamState
+        self, producer: TransactionProducer, events: list[OutgoingEvent], state: _StreamState
     ) -> None:
-        for event in events:
-            future = self._send(producer, event)
-        state.pending.append(_PendingTransaction(events[-1].end_lsn, future))
+        producer.send(events, events[-1].end_lsn)
         state.last_produced_end = events[-1].end_lsn
         self.stats.events += len(events)
         self.stats.transactions += 1
@@ -288,6 +288,7 @@ class Capture:
         self,
         cursor: Any,
         builder: ChangeEventBuilder,
+        producer: TransactionProducer,
         admin: Any,
         state: _StreamState,
         now: float,
@@ -295,16 +296,14 @@ class Capture:
     ) -> None:
         """Periodic work: learn what is safe, confirm it to PostgreSQL, watch the broker, log."""
         s = self.settings
-        self._raise_send_failure()
-        while state.pending and state.pending[0].last_future.is_done:
-            state.acked_lsn = state.pending.popleft().end_lsn
+        state.acked_lsn = producer.poll()
         safe = state.acked_lsn
         if state.warehouse is not None:
             state.written_lsn = read_progress(
                 state.warehouse, s.clickhouse_database, s.router_group
             )
             safe = min(safe, state.written_lsn)
-        idle = not state.pending and not builder.in_transaction
+        idle = producer.in_flight == 0 and not builder.in_transaction
         if idle and state.written_up_to_date():
             # Nothing of ours is in flight: everything PostgreSQL decoded so far is safe. This
             # keeps an idle slot from pinning WAL when other databases or tables change.
@@ -333,26 +332,6 @@ class Capture:
             state.events_at_last_log = self.stats.events
             state.last_log_time = now
             state.next_log = now + self.log_interval
-
-    def _send(self, producer: Any, event: OutgoingEvent) -> Any:
-        # With one partition (embedded mode) skip the client's pure-Python key hashing,
-        # which measured ~10% of capture's time; with more, the key picks the partition.
-        future = producer.send(
-            self.settings.cdc_topic,
-            key=event.key,
-            value=event.encode(),
-            partition=self._partition,
-        )
-        future.add_errback(self._on_send_error)
-        return future
-
-    def _on_send_error(self, exc: BaseException) -> None:
-        self._send_failure = exc
-
-    def _raise_send_failure(self) -> None:
-        if self._send_failure is not None:
-            failure, self._send_failure = self._send_failure, None
-            raise KafkaError(f"the broker did not take a message: {failure}")
 
     def _write_status(self, state: str, error: str = "") -> None:
         """A small JSON file `status` and the CaptureService health check read."""
