@@ -59,6 +59,8 @@ class _StreamState:
     sent_lsn: int = 0  # what we confirmed to PostgreSQL
     last_produced_end: int = 0
     warehouse: Any = None  # clickhouse-connect client when confirming after the router
+    snapshot_pending: int | None = None  # consistent point of a snapshot not yet written
+    conn: Any = None  # the normal (non-replication) PostgreSQL connection
     next_cluster_check: float = 0.0
     next_log: float = 0.0
     last_log_time: float = 0.0
@@ -148,8 +150,8 @@ class Capture:
                 str(s.pg_dsn), connection_factory=psycopg2.extras.LogicalReplicationConnection
             )
             cursor = repl.cursor()
-            self._prepare_slot(conn, cursor, producer)
-            self._stream(conn, cursor, producer, admin, cluster_id)
+            snapshot_pending = self._prepare_slot(conn, cursor, producer)
+            self._stream(conn, cursor, producer, admin, cluster_id, snapshot_pending)
         finally:
             for resource in (admin, repl, conn):
                 if resource is not None:
@@ -177,8 +179,12 @@ class Capture:
 
         return lookup
 
-    def _prepare_slot(self, conn: Any, cursor: Any, producer: Any) -> None:
-        """Create the slot with an exported snapshot and emit the snapshot, if not done yet."""
+    def _prepare_slot(self, conn: Any, cursor: Any, producer: TransactionProducer) -> int | None:
+        """Create the slot (with an exported snapshot) and emit the snapshot, if not done yet.
+
+        Returns the snapshot's consistent point while the router has not yet written it
+        (router-confirm mode), so the streaming loop can mark it done later; else None.
+        """
         s = self.settings
         with conn.cursor() as cur:
             cur.execute(
@@ -186,49 +192,71 @@ class Capture:
             )
             row = cur.fetchone()
         conn.commit()
-        state = snapshot.snapshot_state(conn, s.slot_name)
         if row is not None and row[0]:
             raise CdcKitError(
                 f"replication slot '{s.slot_name}' is in use by another process "
                 "(another capture running?); stop it or set CDC_KIT_SLOT_NAME"
             )
-        if row is not None and state is False:
-            log.warning("an earlier snapshot did not finish: dropping the slot and starting over")
-            replication.drop_slot(conn, s.slot_name)
-            conn.commit()
-            row = None
-        if row is not None:
-            return  # existing slot: stream from where it was confirmed (no snapshot)
-        cursor.execute(
-            sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')")
-            .format(sql.Identifier(s.slot_name))
-            .as_string(conn)
-        )
-        _, consistent_point, snapshot_name, _ = cursor.fetchone()
-        snapshot.mark_snapshot(conn, s.slot_name, consistent_point, done=False)
+        state = snapshot.snapshot_state(conn, s.slot_name)
+        if row is not None and (state is None or state[0]):
+            return None  # snapshot done (or slot made elsewhere): stream from the slot
+        if row is None:
+            cursor.execute(
+                sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')")
+                .format(sql.Identifier(s.slot_name))
+                .as_string(conn)
+            )
+            _, consistent_point, snapshot_name, _ = cursor.fetchone()
+            snapshot.mark_snapshot(conn, s.slot_name, consistent_point, done=False)
+        else:
+            # The last snapshot may be lost (broker restart) or partial (crash): take it
+            # again. The slot was never confirmed past its start, so it still holds every
+            # change since; a fresh snapshot plus those changes converges (version 0 loses).
+            consistent_point, snapshot_name = state[1], None
+            log.warning("snapshot not confirmed as written yet: taking it again")
         tables = replication.published_tables(conn, s.publication_name)
         conn.commit()
         snap_conn = psycopg2.connect(str(s.pg_dsn))
         try:
-            rows = self._produce_snapshot(snap_conn, snapshot_name, tables, producer, conn)
+            rows = self._produce_snapshot(
+                snap_conn, snapshot_name, tables, producer, conn, str_to_lsn(consistent_point)
+            )
         finally:
             snap_conn.close()
-        snapshot.mark_snapshot(conn, s.slot_name, consistent_point, done=True, rows=rows)
         log.info("snapshot: %d rows of %d tables at %s", rows, len(tables), consistent_point)
+        if s.confirm_after == "router" and rows:
+            return str_to_lsn(consistent_point)  # done once the router has written it
+        snapshot.mark_snapshot(conn, s.slot_name, consistent_point, done=True, rows=rows)
+        return None
 
     def _produce_snapshot(
-        self, snap_conn: Any, snapshot_name: str, tables: list, producer: Any, conn: Any
+        self,
+        snap_conn: Any,
+        snapshot_name: str | None,
+        tables: list,
+        producer: TransactionProducer,
+        conn: Any,
+        consistent_point: int,
     ) -> int:
+        """Send the snapshot as one big 'transaction' ending at the slot's consistent point.
+
+        Its last event carries `end_lsn` = consistent point and `last_in_txn`, so the router
+        records that point as written once the whole snapshot is in ClickHouse.
+        """
         lookup = self._primary_key_lookup(conn)
         count = 0
         chunk: list[OutgoingEvent] = []
         for event in snapshot.read_snapshot(snap_conn, snapshot_name, tables, lookup):
             chunk.append(event)
-            if len(chunk) == 5000:
-                producer.send(chunk, end_lsn=0)
+            if len(chunk) > 5000:  # keep the newest back: it may be the last one
+                producer.send(chunk[:-1], end_lsn=0)
                 producer.poll()
-                count += len(chunk)
-                chunk = []
+                count += len(chunk) - 1
+                chunk = chunk[-1:]
+        if chunk:
+            last = chunk[-1].value["metadata"]
+            last["end_lsn"] = lsn_to_str(consistent_point)
+            last["last_in_txn"] = True
         producer.send(chunk, end_lsn=0)
         count += len(chunk)
         producer.flush()
@@ -236,7 +264,15 @@ class Capture:
         return count
 
     # ---- streaming -------------------------------------------------------------------
-    def _stream(self, conn: Any, cursor: Any, producer: Any, admin: Any, cluster_id: str) -> None:
+    def _stream(
+        self,
+        conn: Any,
+        cursor: Any,
+        producer: TransactionProducer,
+        admin: Any,
+        cluster_id: str,
+        snapshot_pending: int | None = None,
+    ) -> None:
         s = self.settings
         try:
             cursor.start_replication(
@@ -253,7 +289,7 @@ class Capture:
         lookup = self._primary_key_lookup(conn)
         decoder = pgoutput.Decoder(proto_version=PROTO_VERSION)
         builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))
-        state = _StreamState(cluster_id=cluster_id)
+        state = _StreamState(cluster_id=cluster_id, snapshot_pending=snapshot_pending, conn=conn)
         if s.confirm_after == "router":
             state.warehouse = self.stack.clickhouse(database="default")
             ensure_progress_table(state.warehouse, s.clickhouse_database)
@@ -303,6 +339,11 @@ class Capture:
                 state.warehouse, s.clickhouse_database, s.router_group
             )
             safe = min(safe, state.written_lsn)
+            if state.snapshot_pending is not None and state.written_lsn >= state.snapshot_pending:
+                point = lsn_to_str(state.snapshot_pending)
+                snapshot.mark_snapshot(state.conn, s.slot_name, point, done=True)
+                log.info("snapshot written to ClickHouse by the router: done")
+                state.snapshot_pending = None
         idle = producer.in_flight == 0 and not builder.in_transaction
         if idle and state.written_up_to_date():
             # Nothing of ours is in flight: everything PostgreSQL decoded so far is safe. This
@@ -379,6 +420,3 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: capture.stop())
     capture.run()
     return 0
-
-
-__all__ = ["Capture", "main", "str_to_lsn"]

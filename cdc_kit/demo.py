@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     with engine.begin() as conn:
         new_id = conn.execute(
             text(
-                "INSERT INTO customer (email, name, country, city, \"createdAt\") "
+                'INSERT INTO customer (email, name, country, city, "createdAt") '
                 "VALUES ('demo@example.com', 'Demo Person', 'NL', 'Utrecht', now()) RETURNING id"
             )
         ).scalar_one()

@@ -33,18 +33,18 @@ def ensure_state_table(conn: Any) -> None:
     conn.commit()
 
 
-def snapshot_state(conn: Any, slot: str) -> bool | None:
-    """True: snapshot finished; False: started but unfinished; None: never started here."""
+def snapshot_state(conn: Any, slot: str) -> tuple[bool, str] | None:
+    """(done, consistent point) of the slot's snapshot, or None if never started here."""
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT done FROM {}.{} WHERE slot_name = %s").format(
+            sql.SQL("SELECT done, consistent_point::text FROM {}.{} WHERE slot_name = %s").format(
                 sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE)
             ),
             (slot,),
         )
         row = cur.fetchone()
     conn.commit()
-    return None if row is None else bool(row[0])
+    return None if row is None else (bool(row[0]), str(row[1]))
 
 
 def mark_snapshot(conn: Any, slot: str, consistent_point: str, done: bool, rows: int = 0) -> None:
@@ -74,16 +74,22 @@ def forget_snapshot(conn: Any, slot: str) -> None:
 
 def read_snapshot(
     conn: Any,
-    snapshot_name: str,
+    snapshot_name: str | None,
     tables: list[tuple[str, str]],
     primary_key: Callable[[str, str], list[str]],
     batch_size: int = 5000,
 ) -> Iterator[OutgoingEvent]:
-    """Yield a `read` event for every row of `tables`, as of the exported snapshot."""
+    """Yield a `read` event for every row of `tables`, as of one consistent snapshot.
+
+    `snapshot_name`: the slot's exported snapshot (the first time), or None for a fresh one
+    (a retake: correct as long as the slot still holds every change since its start,
+    because snapshot rows have version 0 and every streamed change outranks them).
+    """
     conn.autocommit = False
     with conn.cursor() as cur:
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
+        if snapshot_name is not None:
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
     for schema, table in tables:
         keys = primary_key(schema, table)
         with conn.cursor(name=f"snapshot_{table}") as cur:  # server-side: rows in batches
@@ -101,7 +107,7 @@ def read_snapshot(
                     "operation": "read",
                     "lsn": "0/0",
                     "schema": schema,
-                    "snapshot": snapshot_name,
+                    "snapshot": snapshot_name or "retake",
                 }
                 yield OutgoingEvent(
                     key=message_key(table, payload, keys),

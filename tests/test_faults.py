@@ -11,14 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 
-from cdc_kit import oltp
+from cdc_kit import olap, oltp, snapshot
+from cdc_kit.capture import Capture
 from cdc_kit.router import Router
+from cdc_kit.services.broker import create_topics
 from cdc_kit.services.process import wait_until
 from cdc_kit.stack import Stack, ensure_running
 from tests.conftest import make_test_env, settings_from
@@ -102,3 +107,63 @@ def test_broker_restart_with_unrouted_changes_redelivers_them_from_the_slot(faul
     diff = wait_until_reconciled(stack, timeout=120)
     assert not diff, {t: str(d) for t, d in diff.items()}
     engine.dispose()
+
+
+def test_snapshot_lost_with_the_broker_is_taken_again(fault_stack) -> None:
+    """A snapshot the broker acked but no router wrote must not count as done."""
+    stack, _ = fault_stack
+    tag = uuid.uuid4().hex[:8]
+    table = f"snap_{tag}"
+    conn = stack.pg_connection()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        cur.execute(f"INSERT INTO {table} SELECT g, 'v' || g FROM generate_series(1, 500) g")
+    settings = stack.settings.model_copy(
+        update={
+            "slot_name": f"slot_{tag}",
+            "publication_name": f"pub_{tag}",
+            "cdc_topic": f"cdc_{tag}",
+            "dlq_topic": f"dlq_{tag}",
+            "router_group": f"group_{tag}",
+            "clickhouse_database": f"db_{tag}",
+            "confirm_after": "router",
+        }
+    )
+    topics = [settings.cdc_topic, settings.dlq_topic]
+    create_topics(settings.kafka_bootstrap, topics)
+    capture = Capture(settings)
+    worker = threading.Thread(target=capture.run, daemon=True)
+    worker.start()
+    try:
+        assert wait_until(lambda: capture.stats.snapshot_rows >= 500, timeout=30)
+        restart("broker")(stack)  # the snapshot's messages die with the broker
+        create_topics(settings.kafka_bootstrap, topics)  # our extra topics, like `up` does
+
+        class SnapOlap(olap.CdcOlapModelBase, olap.CdcFields):
+            id: Annotated[int, "uint64"]
+            v: str
+
+        SnapOlap.__table__ = table
+        router = Router(Stack(settings), registry={**olap.OLAP_MODELS, table: SnapOlap})
+        router.start()
+        ch = stack.clickhouse()
+        query = f"SELECT count() FROM `{settings.clickhouse_database}`.`{table}` FINAL"
+
+        def all_rows_arrived() -> bool:
+            try:
+                return ch.query(query).result_rows == [(500,)]
+            except Exception:  # noqa: BLE001 - the table appears with the first routed row
+                return False
+
+        assert wait_until(all_rows_arrived, timeout=60)
+        done = wait_until(lambda: snapshot.snapshot_state(conn, settings.slot_name)[0], 10)
+        assert done, "capture should mark the snapshot done once the router wrote it"
+        router.close()
+    finally:
+        capture.stop()
+        worker.join(timeout=30)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_drop_replication_slot(%s)", (settings.slot_name,))
+            cur.execute(f'DROP PUBLICATION "{settings.publication_name}"')
+        conn.close()
