@@ -16,6 +16,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_decode  # noqa: E402
 import bench_freshness  # noqa: E402
 import bench_stack  # noqa: E402
 import bench_throughput  # noqa: E402
@@ -33,6 +34,7 @@ GOALS = {
 
 def main() -> dict:
     began = time.time()
+    decode = bench_decode.main([])
     stack = bench_stack.main(["--runs", "3"])
     throughput = bench_throughput.main(["--rows", "100000"])
     freshness = bench_freshness.main([])
@@ -42,6 +44,7 @@ def main() -> dict:
             "cpus": psutil.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         },
+        "decode": decode,
         "stack": stack,
         "throughput": throughput,
         "freshness_ms": freshness,
