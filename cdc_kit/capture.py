@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -90,8 +91,14 @@ class Capture:
     cluster_check_interval = 2.0
     log_interval = 5.0
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, status_file: Path | None = None) -> None:
+        """`status_file`: where the service publishes its heartbeat (`up`/`status` read it).
+
+        Only the service process passes one; a Capture run in a notebook or test does not,
+        so it can never make the service look unhealthy.
+        """
         self.settings = settings or get_settings()
+        self.status_file = status_file
         self.stack = get_stack(self.settings)
         self.stats = CaptureStats()
         self._stop = threading.Event()
@@ -376,7 +383,9 @@ class Capture:
 
     def _write_status(self, state: str, error: str = "") -> None:
         """A small JSON file `status` and the CaptureService health check read."""
-        path = self.settings.home / "run" / "capture.status.json"
+        path = self.status_file
+        if path is None:
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -398,6 +407,11 @@ class Capture:
             pass  # the status file is a courtesy; capture works without it
 
 
+def status_file_path(settings: Settings) -> Path:
+    """Where the capture service of this slot writes its heartbeat (one file per slot)."""
+    return settings.home / "run" / f"capture.{settings.slot_name}.status.json"
+
+
 def _cluster_id(admin: Any) -> str:
     return str(admin.describe_cluster().get("cluster_id"))
 
@@ -415,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    capture = Capture()
+    settings = get_settings()
+    capture = Capture(settings, status_file=status_file_path(settings))
     signal.signal(signal.SIGTERM, lambda *_: capture.stop())
     signal.signal(signal.SIGINT, lambda *_: capture.stop())
     capture.run()

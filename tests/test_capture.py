@@ -6,6 +6,7 @@ Each test writes to its own freshly created table, so the shared topic can be fi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -308,3 +310,58 @@ def _drop_slot_and_publication(pg: Any, settings: Any) -> None:
             (settings.slot_name,),
         )
         cur.execute(f'DROP PUBLICATION IF EXISTS "{settings.publication_name}"')
+
+
+def test_a_second_capture_on_the_same_slot_reports_it_clearly(stack: Stack) -> None:
+    """The stack's capture holds the slot: another one must say so, not crash or steal it."""
+    intruder = Capture(stack.settings)
+    worker = threading.Thread(target=intruder.run, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 15
+        while "in use by another process" not in intruder.stats.last_error:
+            assert time.monotonic() < deadline, intruder.stats
+            time.sleep(0.1)
+    finally:
+        intruder.stop()
+        worker.join(timeout=30)
+    owner = stack.service("capture")
+    assert owner.healthy(), (owner.heartbeat(), owner.log_tail(8))  # the owner kept streaming
+
+
+def test_a_table_without_primary_key_is_named_in_the_log(stack: Stack, pg: Any) -> None:
+    table = f"nopk_{uuid.uuid4().hex[:8]}"
+    run(pg, f"CREATE TABLE public.{table} (v int)", f"INSERT INTO public.{table} VALUES (1)")
+    tag = uuid.uuid4().hex[:8]
+    settings = _capture_settings(stack, tag)
+    capture = Capture(settings)
+    worker = threading.Thread(target=capture.run, daemon=True)
+    with _captured_log("cdc_kit.capture") as records:
+        worker.start()
+        try:
+            events = events_for(stack, table, 1, topic=settings.cdc_topic)
+        finally:
+            capture.stop()
+            worker.join(timeout=30)
+            _drop_slot_and_publication(pg, settings)
+            run(pg, f"DROP TABLE public.{table}")
+    assert events[0]["payload"] == {"v": 1}  # its rows still flow (snapshot)
+    warnings = [r.getMessage() for r in records if r.levelname == "WARNING"]
+    assert any(f"public.{table} has no primary key" in w for w in warnings), warnings
+
+
+@contextmanager
+def _captured_log(name: str) -> Iterator[list[logging.LogRecord]]:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(level=logging.WARNING)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)

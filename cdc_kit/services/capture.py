@@ -30,7 +30,9 @@ class CaptureService(ProcessService):
 
     @property
     def status_file(self) -> Path:
-        return self.home / "run" / "capture.status.json"
+        from cdc_kit.capture import status_file_path  # the service writes it, we read it
+
+        return status_file_path(self.settings)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "cdc_kit", "capture"]
