@@ -8,8 +8,8 @@ In a notebook one line is enough::
     ch = stack.clickhouse()             # clickhouse-connect client, database `local`
 
 In embedded mode `ensure_running()` starts what is not running yet (PostgreSQL, the broker,
-ClickHouse and the capture service); in docker mode it only checks that the compose services
-answer, because `docker compose up` owns them.
+ClickHouse and the capture service); in docker mode it only checks that the external services
+answer, because whoever started them (containers, a team's servers) owns them.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class Stack:
             ("clickhouse", s.clickhouse_host, int(s.clickhouse_port or 0)),
         ]
         return [
-            ServiceStatus(name, f"{host}:{port}", None, ok, ok, "docker compose service")
+            ServiceStatus(name, f"{host}:{port}", None, ok, ok, "external service")
             for name, host, port in checks
             for ok in [tcp_answers(host, port, timeout=1.0)]
         ]
@@ -146,7 +146,10 @@ class Stack:
         down = [st for st in self._docker_status() if not st.healthy]
         if down:
             names = ", ".join(f"{st.name} ({st.address})" for st in down)
-            raise CdcKitError(f"docker mode: not reachable: {names}; run `docker compose up -d`")
+            raise CdcKitError(
+                f"docker mode: not reachable: {names}; start those services, or use the "
+                "embedded stack (CDC_KIT_MODE=embedded)"
+            )
 
     # ---- clients -------------------------------------------------------------------
     def pg_engine(self, **kwargs: Any) -> Any:

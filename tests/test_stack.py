@@ -137,3 +137,25 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_docker_mode_only_checks_that_services_answer(stack, lifecycle_env) -> None:
+    """With CDC_KIT_MODE=docker, `up`/`status` start nothing and only probe the ports."""
+    s = stack.settings
+    reachable = {
+        **lifecycle_env,
+        "CDC_KIT_MODE": "docker",
+        "CDC_KIT_PG_PORT": str(s.pg_port),
+        "CDC_KIT_KAFKA_PORT": str(s.kafka_port),
+        "CDC_KIT_CLICKHOUSE_PORT": str(s.clickhouse_port),
+    }
+    result = run_cli(reachable, "up")
+    assert result.returncode == 0, result.stderr
+    assert "mode: docker" in result.stdout
+    assert not (Path(lifecycle_env["CDC_KIT_HOME"]) / "run").exists()  # nothing was started
+
+    unreachable = {**lifecycle_env, "CDC_KIT_MODE": "docker"}  # the free test ports
+    result = run_cli(unreachable, "up")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: docker mode: not reachable: postgres")
+    assert "CDC_KIT_MODE=embedded" in result.stderr
