@@ -12,9 +12,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,21 +112,50 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
     shutil.rmtree(Path(stack_env["CDC_KIT_HOME"]).parent, ignore_errors=True)
 
 
-@pytest.fixture()
-def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
-    """A router with its own topics, group and ClickHouse database on the shared stack."""
-    tag = uuid.uuid4().hex[:8]
-    settings = stack.settings.model_copy(
+def isolated_settings(base: Settings, tag: str, **extra: object) -> Settings:
+    """Settings whose slot, publication, topics (created here), router group and ClickHouse
+    database are this test's own, on the shared services."""
+    settings = base.model_copy(
         update={
-            "cdc_topic": f"events_{tag}",
+            "slot_name": f"slot_{tag}",
+            "publication_name": f"pub_{tag}",
+            "cdc_topic": f"cdc_{tag}",
             "dlq_topic": f"dlq_{tag}",
-            "clickhouse_database": f"router_{tag}",
-            "router_group": f"router_{tag}",
+            "router_group": f"group_{tag}",
+            "clickhouse_database": f"db_{tag}",
+            **extra,
         }
     )
     create_topics(settings.kafka_bootstrap, [settings.cdc_topic, settings.dlq_topic])
+    return settings
+
+
+@pytest.fixture()
+def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
+    """A router with its own topics, group and ClickHouse database on the shared stack."""
+    settings = isolated_settings(stack.settings, uuid.uuid4().hex[:8])
     isolated_stack = Stack(settings)
     router = Router(isolated_stack, registry=dict(olap.OLAP_MODELS), batch_size=1000)
     yield isolated_stack, router
     router.close()
     stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+
+
+def drop_slot_and_publication(pg: Any, settings: Any) -> None:
+    """Wait until the slot's consumer let go (its walsender exits a moment later), drop both."""
+    with pg.cursor() as cur:
+        for _ in range(50):
+            cur.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                (settings.slot_name,),
+            )
+            row = cur.fetchone()
+            if row is None or not row[0]:
+                break
+            time.sleep(0.2)
+        cur.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (settings.slot_name,),
+        )
+        cur.execute(f'DROP PUBLICATION IF EXISTS "{settings.publication_name}"')

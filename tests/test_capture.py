@@ -24,8 +24,8 @@ from kafka import TopicPartition
 from cdc_kit.capture import Capture
 from cdc_kit.config import settings_env
 from cdc_kit.lsn import str_to_lsn
-from cdc_kit.services.broker import create_topics
 from cdc_kit.stack import Stack
+from tests.conftest import drop_slot_and_publication, isolated_settings
 
 
 @pytest.fixture()
@@ -59,22 +59,20 @@ def events_for(
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning()
     found: list[dict] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and len(found) < count:
-            for records in consumer.poll(timeout_ms=300, max_records=10000).values():
-                for record in records:
-                    event = json.loads(record.value)
-                    if event["metadata"]["table"] == table:
-                        event["_key"] = record.key.decode()
-                        found.append(event)
-        # Anything beyond `count` would be an unexpected extra event: look a little longer.
-        for records in consumer.poll(timeout_ms=500, max_records=10000).values():
+
+    def collect(timeout_ms: int) -> None:
+        for records in consumer.poll(timeout_ms=timeout_ms, max_records=10000).values():
             for record in records:
                 event = json.loads(record.value)
                 if event["metadata"]["table"] == table:
                     event["_key"] = record.key.decode()
                     found.append(event)
+
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(found) < count:
+            collect(300)
+        collect(500)  # anything beyond `count` would be an unexpected extra event
     finally:
         consumer.close()
     return found
@@ -203,16 +201,7 @@ def test_large_transaction_is_streamed_and_arrives_whole(stack: Stack, pg: Any) 
 
 
 def _capture_settings(stack: Stack, tag: str):
-    topic = f"cdc_{tag}"
-    create_topics(stack.settings.kafka_bootstrap, [topic])
-    return stack.settings.model_copy(
-        update={
-            "slot_name": f"slot_{tag}",
-            "publication_name": f"pub_{tag}",
-            "cdc_topic": topic,
-            "confirm_after": "broker",
-        }
-    )
+    return isolated_settings(stack.settings, tag, confirm_after="broker")
 
 
 def test_snapshot_then_stream_has_no_gap_and_no_duplicate(stack: Stack, pg: Any) -> None:
@@ -249,7 +238,7 @@ def test_snapshot_then_stream_has_no_gap_and_no_duplicate(stack: Stack, pg: Any)
     finally:
         capture.stop()
         worker.join(timeout=30)
-        _drop_slot_and_publication(pg, settings)
+        drop_slot_and_publication(pg, settings)
     ids = [e["payload"]["id"] for e in events]
     assert len(ids) == len(set(ids)), "a row arrived twice"
     assert set(ids) == set(range(1, total + 1)), "a row is missing"
@@ -288,28 +277,9 @@ def test_capture_killed_mid_stream_loses_nothing(stack: Stack, pg: Any) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
-        _drop_slot_and_publication(pg, settings)
+        drop_slot_and_publication(pg, settings)
     ids = {e["payload"]["id"] for e in events}
     assert ids == set(range(1, 4001))
-
-
-def _drop_slot_and_publication(pg: Any, settings: Any) -> None:
-    with pg.cursor() as cur:
-        for _ in range(50):
-            cur.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
-                (settings.slot_name,),
-            )
-            row = cur.fetchone()
-            if row is None or not row[0]:
-                break
-            time.sleep(0.2)
-        cur.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE slot_name = %s",
-            (settings.slot_name,),
-        )
-        cur.execute(f'DROP PUBLICATION IF EXISTS "{settings.publication_name}"')
 
 
 def test_a_second_capture_on_the_same_slot_reports_it_clearly(stack: Stack) -> None:
@@ -343,7 +313,7 @@ def test_a_table_without_primary_key_is_named_in_the_log(stack: Stack, pg: Any) 
         finally:
             capture.stop()
             worker.join(timeout=30)
-            _drop_slot_and_publication(pg, settings)
+            drop_slot_and_publication(pg, settings)
             run(pg, f"DROP TABLE public.{table}")
     assert events[0]["payload"] == {"v": 1}  # its rows still flow (snapshot)
     warnings = [r.getMessage() for r in records if r.levelname == "WARNING"]

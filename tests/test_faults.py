@@ -26,7 +26,12 @@ from cdc_kit.router import Router
 from cdc_kit.services.broker import create_topics
 from cdc_kit.services.process import wait_until
 from cdc_kit.stack import Stack, ensure_running
-from tests.conftest import make_test_env, settings_from
+from tests.conftest import (
+    drop_slot_and_publication,
+    isolated_settings,
+    make_test_env,
+    settings_from,
+)
 from tests.workload import Workload, wait_until_reconciled
 
 MALFORMED = [b"{not json", b'{"metadata": {"table": "nope", "operation": "insert"}}']
@@ -119,19 +124,8 @@ def test_snapshot_lost_with_the_broker_is_taken_again(fault_stack) -> None:
     with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
         cur.execute(f"INSERT INTO {table} SELECT g, 'v' || g FROM generate_series(1, 500) g")
-    settings = stack.settings.model_copy(
-        update={
-            "slot_name": f"slot_{tag}",
-            "publication_name": f"pub_{tag}",
-            "cdc_topic": f"cdc_{tag}",
-            "dlq_topic": f"dlq_{tag}",
-            "router_group": f"group_{tag}",
-            "clickhouse_database": f"db_{tag}",
-            "confirm_after": "router",
-        }
-    )
+    settings = isolated_settings(stack.settings, tag, confirm_after="router")
     topics = [settings.cdc_topic, settings.dlq_topic]
-    create_topics(settings.kafka_bootstrap, topics)
     capture = Capture(settings)
     worker = threading.Thread(target=capture.run, daemon=True)
     worker.start()
@@ -163,7 +157,5 @@ def test_snapshot_lost_with_the_broker_is_taken_again(fault_stack) -> None:
     finally:
         capture.stop()
         worker.join(timeout=30)
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_drop_replication_slot(%s)", (settings.slot_name,))
-            cur.execute(f'DROP PUBLICATION "{settings.publication_name}"')
+        drop_slot_and_publication(conn, settings)
         conn.close()
