@@ -29,13 +29,12 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
 from psycopg2 import sql
 
 from cdc_kit import pgoutput, replication, snapshot
 from cdc_kit.change_events import ChangeEventBuilder, OutgoingEvent
 from cdc_kit.config import Settings, get_settings
-from cdc_kit.delivery import DeliveryError, TransactionProducer
+from cdc_kit.delivery import TransactionProducer
 from cdc_kit.errors import CdcKitError
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.progress import ensure_progress_table, read_progress
@@ -102,30 +101,30 @@ class Capture:
         self.stack = get_stack(self.settings)
         self.stats = CaptureStats()
         self._stop = threading.Event()
+        self._streaming_since: float | None = None
 
     # ---- public ----------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> None:
-        """Stream until stopped; every failure starts a fresh session after a short pause."""
+        """Stream until stopped; every failure starts a fresh session after a short pause.
+
+        Any error ends only the session, never the service: PostgreSQL, the broker or
+        ClickHouse being away for a while is normal, and the slot makes a retry lose nothing.
+        """
         backoff = 0.5
         while not self._stop.is_set():
             self.stats.sessions += 1
+            self._streaming_since = None
             try:
                 self._session()
-                backoff = 0.5
-            except (
-                psycopg2.Error,
-                KafkaError,
-                DeliveryError,
-                BrokerRestarted,
-                CdcKitError,
-                OSError,
-            ) as exc:
+            except Exception as exc:  # noqa: BLE001 - see docstring
                 message = _one_line(exc)
                 self.stats.last_error = message
                 self._write_status("retrying", message)
+                if self._streaming_since and time.monotonic() - self._streaming_since > 30:
+                    backoff = 0.5  # it had been healthy for a while: retry promptly
                 log.error("capture session ended: %s; retrying in %.1f s", message, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -301,6 +300,7 @@ class Capture:
             state.warehouse = self.stack.clickhouse(database="default")
             ensure_progress_table(state.warehouse, s.clickhouse_database)
         self._write_status("streaming")
+        self._streaming_since = time.monotonic()
         log.info("streaming slot %s (publication %s)", s.slot_name, s.publication_name)
         next_tick = 0.0
         while not self._stop.is_set():
