@@ -89,19 +89,18 @@ class _PendingRow:
 
 
 class _TableBuffer:
-    """Rows waiting for one INSERT, plus the newest pending row per key (for TOAST merges)."""
+    """One batch's rows waiting for their INSERT, the newest pending row per key (for TOAST
+    merges), and what has been written or rejected so far."""
 
     def __init__(self) -> None:
         self.rows: dict[str, list[_PendingRow]] = {}
         self.latest: dict[tuple[str, tuple], dict[str, Any]] = {}
+        self.written: Counter = Counter()
+        self.rejected: list[DeadLetter] = []
 
     def add(self, pending: _PendingRow) -> None:
         self.rows.setdefault(pending.table, []).append(pending)
         self.latest[(pending.table, pending.key)] = pending.row
-
-    def clear(self) -> None:
-        self.rows.clear()
-        self.latest.clear()
 
 
 class Router:
@@ -250,10 +249,10 @@ class Router:
                 result.progress_lsn = max(
                     result.progress_lsn or 0, str_to_lsn(event.metadata.end_lsn)
                 )
-        written, rejected = self._flush(buffer)
-        dead.extend(rejected)
-        result.routed = sum(written.values())
-        result.tables.update(written)
+        self._flush(buffer)
+        dead.extend(buffer.rejected)
+        result.routed = sum(buffer.written.values())
+        result.tables.update(buffer.written)
         result.dead_lettered = len(dead)
         return result, dead
 
@@ -264,8 +263,9 @@ class Router:
             raise RoutingError("lookup", f"no OLAP model registered for table {table!r}")
         self.ensure_table(table)
         if event.metadata.operation == "truncate":
-            self._flush_now(buffer)
+            self._flush(buffer)  # the rows before the truncate must be in first
             self._truncate(table, model, str_to_lsn(event.metadata.lsn))
+            buffer.written[table] += 1
             return
         payload = dict(event.payload)
         if event.metadata.unchanged_toast:
@@ -320,27 +320,20 @@ class Router:
     def _qualified(self, table: str) -> str:
         return f"{quote_identifier(self.settings.clickhouse_database)}.{quote_identifier(table)}"
 
-    def _flush_now(self, buffer: _TableBuffer) -> None:
-        for table, rows in buffer.rows.items():
-            self._insert(table, [pending.row for pending in rows])
-        buffer.clear()
-
-    def _flush(self, buffer: _TableBuffer) -> tuple[Counter, list[DeadLetter]]:
+    def _flush(self, buffer: _TableBuffer) -> None:
         """Insert each table's rows with one INSERT; isolate rows ClickHouse rejects."""
-        written: Counter = Counter()
-        rejected: list[DeadLetter] = []
         for table, rows in buffer.rows.items():
             try:
                 self._insert(table, [pending.row for pending in rows])
-                written[table] += len(rows)
+                buffer.written[table] += len(rows)
             except DatabaseError as exc:
                 if isinstance(exc, OperationalError):
                     raise  # the warehouse is unreachable: retry the batch, dead-letter nothing
                 ok, bad = self._insert_one_by_one(table, rows)
-                written[table] += ok
-                rejected.extend(bad)
-        buffer.clear()
-        return written, rejected
+                buffer.written[table] += ok
+                buffer.rejected.extend(bad)
+        buffer.rows.clear()
+        buffer.latest.clear()
 
     def _insert_one_by_one(
         self, table: str, rows: list[_PendingRow]
