@@ -56,11 +56,17 @@ class TransactionProducer:
                 "message.timeout.ms": 30000,
                 "reconnect.backoff.max.ms": 1000,
                 "message.max.bytes": 8 * 2**20,
+                # Never let a metadata request create our topic: the broker would make it with
+                # its default 4 partitions, and keyed messages would scatter (FIELD_NOTES).
+                "allow.auto.create.topics": False,
                 "log_level": 3,  # errors only: a restarting broker is expected, not news
             }
         )
         metadata = self._producer.list_topics(topic, timeout=10)
-        partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None or not described.partitions:
+            raise DeliveryError(f"topic {topic!r} does not exist (yet); it is created at `up`")
+        partitions = described.partitions
         # One partition (embedded mode): pin it. More: the key `<table>:<pk>` picks one.
         self._partition = 0 if list(partitions) == [0] else -1
         self._pending: deque[_Transaction] = deque()
