@@ -61,7 +61,6 @@ class _StreamState:
     warehouse: Any = None  # clickhouse-connect client when confirming after the router
     snapshot_pending: int | None = None  # consistent point of a snapshot not yet written
     conn: Any = None  # the normal (non-replication) PostgreSQL connection
-    next_cluster_check: float = 0.0
     next_log: float = 0.0
     last_log_time: float = 0.0
     events_at_last_log: int = 0
@@ -87,7 +86,6 @@ class Capture:
     """One capture worker. `run()` until `stop()`; safe to restart at any moment."""
 
     tick_interval = 0.2
-    cluster_check_interval = 2.0
     log_interval = 5.0
 
     def __init__(self, settings: Settings | None = None, status_file: Path | None = None) -> None:
@@ -356,15 +354,15 @@ class Capture:
             # Nothing of ours is in flight: everything PostgreSQL decoded so far is safe. This
             # keeps an idle slot from pinning WAL when other databases or tables change.
             safe = max(safe, cursor.wal_end or 0)
+        if _cluster_id(admin) != state.cluster_id:
+            # Checked before every confirmation: after a broker restart nothing may be
+            # confirmed on the strength of acks or progress from the new, emptied broker.
+            raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
         if safe > state.sent_lsn or force:
             cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=force)
             state.sent_lsn = max(safe, state.sent_lsn)
             self.stats.confirmed_lsn = state.sent_lsn
         self._write_status("streaming")
-        if now >= state.next_cluster_check:
-            if _cluster_id(admin) != state.cluster_id:
-                raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
-            state.next_cluster_check = now + self.cluster_check_interval
         if now >= state.next_log:
             if state.next_log:
                 elapsed = now - state.last_log_time

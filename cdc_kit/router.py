@@ -106,8 +106,6 @@ class _TableBuffer:
 class Router:
     """Routes the change topic into ClickHouse. Use `step()`, `start()`/`stop()`, `stats()`."""
 
-    cluster_check_interval = 3.0
-
     def __init__(
         self,
         stack: Stack | None = None,
@@ -128,7 +126,6 @@ class Router:
         self._producer: Any = None
         self._admin: Any = None
         self._cluster_id: str | None = None
-        self._next_cluster_check = 0.0
         self._ch: Any = None
         self._created_tables: set[str] = set()
         self._progress_lsn = 0
@@ -180,19 +177,22 @@ class Router:
                 pass
         self._consumer = None
 
-    def _check_broker_restart(self) -> None:
-        """A new cluster id means a new, empty broker: read its topic from the beginning."""
-        now = time.monotonic()
-        if now < self._next_cluster_check:
-            return
-        self._next_cluster_check = now + self.cluster_check_interval
-        if _cluster_id(self._admin) != self._cluster_id:
-            log.warning("the broker restarted: reading the new topic from the beginning")
-            self._bump("restarts_seen", 1)
-            self._reset_consumer()
+    def _same_broker(self) -> bool:
+        """False if the broker restarted (new cluster id) since our consumer was created.
+
+        Asked before every poll and every commit: an old consumer on a restarted broker keeps
+        its old offset N, reads the new topic from N and may commit there, which would make
+        offsets 0..N-1 of the new topic be skipped for good (FIELD_NOTES).
+        """
+        if _cluster_id(self._admin) == self._cluster_id:
+            return True
+        log.warning("the broker restarted: reading the new topic from the beginning")
+        self._bump("restarts_seen", 1)
+        self._reset_consumer()
+        if self._producer is not None:
             self._producer.close()
-            self._producer = None
-            self.connect()
+        self._producer = None
+        return False
 
     def ensure_table(self, table: str) -> None:
         """Create the ClickHouse table of a registered source table (once per router)."""
@@ -206,7 +206,8 @@ class Router:
     def step(self, timeout_ms: int | None = None) -> BatchResult:
         """Poll one batch, route it, write it, then commit offsets and record progress."""
         self.connect()
-        self._check_broker_restart()
+        if not self._same_broker():
+            self.connect()  # a fresh consumer at the start of the new topic
         polled = self._consumer.poll(
             timeout_ms=self.poll_timeout_ms if timeout_ms is None else timeout_ms,
             max_records=self.batch_size,
@@ -221,6 +222,10 @@ class Router:
             # Nothing of this batch is committed: go back and try it again next time.
             self._consumer.seek(self._partition, records[0].offset)
             raise
+        if not self._same_broker():
+            # Written rows are valid changes (ClickHouse keeps the newest); but positions on a
+            # restarted broker mean nothing: commit nothing, record no progress, start over.
+            return BatchResult(consumed=0)
         next_offset = records[-1].offset + 1
         self._consumer.commit({self._partition: OffsetAndMetadata(next_offset, "", -1)})
         if result.progress_lsn and result.progress_lsn > self._progress_lsn:
