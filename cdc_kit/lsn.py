@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 
-_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
 def str_to_lsn(text: str) -> int:
     """'16/B374D848' -> 97500059720. Raises ValueError naming the bad input."""
-    match = _LSN.match(text) if isinstance(text, str) else None
+    match = _LSN.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(f"not an LSN (expected 'X/Y' in hex, e.g. '0/1A2B3C4'): {text!r}")
     return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
@@ -22,6 +22,6 @@ def str_to_lsn(text: str) -> int:
 
 def lsn_to_str(value: int) -> str:
     """97500059720 -> '16/B374D848' (uppercase hex, as PostgreSQL prints it)."""
-    if not 0 <= value < 2**64:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
         raise ValueError(f"an LSN is an unsigned 64-bit integer, not {value!r}")
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"

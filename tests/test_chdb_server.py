@@ -1,0 +1,340 @@
+"""The embedded ClickHouse endpoint, driven by the unchanged clients: urllib/curl and
+clickhouse-connect against a real server process on a free loopback port (no mocks)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import lz4.frame
+import pandas as pd
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+REPO = Path(__file__).resolve().parent.parent
+COLUMNS = ["id", "name", "is_deleted", "lsn"]
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, always direct
+
+
+@dataclass
+class Server:
+    port: int
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: Path, log_path: Path, timeout: float = 30.0) -> tuple[Server, float]:
+    """Start `python -m cdc_kit.chdb_server`; returns it and the seconds until /ping answered.
+
+    TZ is set to a non-UTC zone to show the server reports UTC regardless.
+    """
+    port = free_port()
+    began = time.monotonic()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cdc_kit.chdb_server", "--port", str(port)]
+            + ["--data-dir", str(data_dir)],
+            cwd=REPO,
+            env={**os.environ, "TZ": "Europe/Berlin"},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    server = Server(port, data_dir, log_path, process)
+    while time.monotonic() - began < timeout:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}: {log_path.read_text()}")
+        try:
+            if http(server, "/ping")[2] == b"Ok.\n":
+                return server, time.monotonic() - began
+        except OSError:
+            time.sleep(0.02)
+    stop_server(server)
+    pytest.fail(f"server did not answer /ping within {timeout} s: {log_path.read_text()}")
+
+
+def stop_server(server: Server, timeout: float = 10.0) -> int:
+    """SIGTERM, then wait; kill only if it hangs (the test then fails on the return code)."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+        return -9
+
+
+def http(
+    server: Server,
+    path: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str | None = None,
+) -> tuple[int, Any, bytes]:
+    """(status, headers, body) of one plain HTTP request, errors included."""
+    request = urllib.request.Request(
+        server.url + path, data=data, headers=headers or {}, method=method
+    )
+    try:
+        with NO_PROXY.open(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def sql_url(sql: str, **params: str) -> str:
+    return "/?" + urllib.parse.urlencode({"query": sql, **params})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("chdb_server")
+    running, _ = start_server(root / "data", root / "server.log")
+    yield running
+    assert stop_server(running) == 0, running.log_path.read_text()
+
+
+@pytest.fixture()
+def client(server: Server) -> Any:
+    return clickhouse_connect.get_client(host="127.0.0.1", port=server.port)
+
+
+@pytest.fixture()
+def table(client: Any) -> str:
+    """A fresh ReplacingMergeTree table in `local`, the shape the router writes."""
+    name = f"local.t_{uuid.uuid4().hex[:8]}"
+    client.command(
+        f"CREATE TABLE {name} (id UInt64, name String, is_deleted UInt8, lsn UInt64) "
+        "ENGINE = ReplacingMergeTree(lsn, is_deleted) ORDER BY id"
+    )
+    return name
+
+
+def count(client: Any, sql: str, **kwargs: Any) -> int:
+    return client.query(sql, **kwargs).result_rows[0][0]
+
+
+# ---- plain HTTP (curl) -------------------------------------------------------------------
+def test_plain_http_answers_like_clickhouse(server: Server) -> None:
+    status, headers, body = http(server, "/?query=SELECT+1")
+    assert (status, body) == (200, b"1\n")
+    assert headers["X-ClickHouse-Format"] == "TabSeparated"
+    assert headers["X-ClickHouse-Timezone"] == "UTC"  # although the server runs with TZ=Berlin
+    assert http(server, "/ping")[::2] == (200, b"Ok.\n")
+    assert http(server, "/")[::2] == (200, b"Ok.\n")
+    assert http(server, "/", method="HEAD")[0] == 200
+    assert http(server, "/", method="OPTIONS")[0] == 204
+    assert http(server, "/nowhere")[0] == 404
+    status, _, body = http(server, "/", data=b"SELECT 40 + 2 AS x FORMAT JSONEachRow")
+    assert (status, json.loads(body)) == (200, {"x": 42})
+    status, _, body = http(server, sql_url("SELECT 'a' AS x", default_format="CSVWithNames"))
+    assert body == b'"x"\n"a"\n'
+
+
+def test_errors_carry_the_clickhouse_code(server: Server, client: Any) -> None:
+    with pytest.raises(DatabaseError) as raised:
+        client.query("SELEC 1")
+    assert "Code: 62" in str(raised.value)
+    assert "SYNTAX_ERROR" in str(raised.value)
+    status, headers, body = http(server, sql_url("SELECT * FROM local.no_such_table"))
+    assert status == 404  # ClickHouse's status for UNKNOWN_TABLE
+    assert headers["X-ClickHouse-Exception-Code"] == "60"
+    assert body.startswith(b"Code: 60. DB::Exception:")
+    assert http(server, sql_url("SELECT 1 FORMAT DataFrame"))[0] == 404  # chDB-only format
+    assert client.command("SELECT 7") == 7  # still serving
+
+
+# ---- clickhouse-connect ------------------------------------------------------------------
+def test_replacing_merge_tree_with_and_without_final(client: Any, table: str) -> None:
+    client.insert(table, [[1, "a", 0, 1]], column_names=COLUMNS)
+    client.insert(table, [[1, "b", 0, 2]], column_names=COLUMNS)  # separate INSERT: kept apart
+    client.insert(table, [[2, "x", 0, 1]], column_names=COLUMNS)
+    frame = pd.DataFrame({"id": [2, 3], "name": ["y", "z"], "is_deleted": [0, 1], "lsn": [2, 1]})
+    client.insert_df(table, frame)
+
+    assert count(client, f"SELECT count() FROM {table}") == 5
+    assert count(client, f"SELECT count() FROM {table} FINAL") == 2  # id 3 is deleted
+    assert count(client, f"SELECT count() FROM {table}", settings={"final": 1}) == 2
+    assert count(client, f"SELECT count() FROM {table}") == 5  # the setting did not stick
+    final = client.query_df(f"SELECT id, name FROM {table} FINAL ORDER BY id")
+    assert final.to_dict("list") == {"id": [1, 2], "name": ["b", "y"]}
+    assert client.query_arrow(f"SELECT * FROM {table}").num_rows == 5
+
+
+def test_a_large_insert_arrives_whole(client: Any, table: str) -> None:
+    rows = [[i, f"name {i}", 0, 1] for i in range(100_000)]
+    summary = client.insert(table, rows, column_names=COLUMNS)  # several lz4 frames
+    assert summary.written_rows == 100_000
+    assert count(client, f"SELECT count() FROM {table}") == 100_000
+    assert count(client, f"SELECT sum(id) FROM {table}") == sum(range(100_000))
+
+
+def test_server_side_and_client_side_parameters(client: Any) -> None:
+    text = "it's a\ttab and a \\ backslash"
+    result = client.query("SELECT {x:Int64} + 1, {s:String}", parameters={"x": 41, "s": text})
+    assert result.result_rows == [(42, text)]
+    result = client.query("SELECT %(x)s + 1, %(s)s", parameters={"x": 41, "s": text})
+    assert result.result_rows == [(42, text)]
+
+
+def test_database_of_the_client_resolves_unqualified_names(
+    server: Server, client: Any, table: str
+) -> None:
+    client.insert(table, [[1, "a", 0, 1]], column_names=COLUMNS)
+    local = clickhouse_connect.get_client(host="127.0.0.1", port=server.port, database="local")
+    unqualified = table.split(".", 1)[1]
+    assert count(local, f"SELECT count() FROM {unqualified}") == 1
+    local.insert(unqualified, [[2, "b", 0, 1]], column_names=COLUMNS)
+    assert client.command("SELECT currentDatabase()") == "default"  # no leak to other clients
+    assert local.command("SELECT currentDatabase()") == "local"
+    with pytest.raises(DatabaseError, match="UNKNOWN_TABLE"):
+        client.query(f"SELECT count() FROM {unqualified}")
+
+
+def test_set_and_use_stay_in_their_session(server: Server, table: str) -> None:
+    def connect(**kwargs: Any) -> Any:
+        return clickhouse_connect.get_client(host="127.0.0.1", port=server.port, **kwargs)
+
+    mine, other = connect(session_id=uuid.uuid4().hex), connect(session_id=uuid.uuid4().hex)
+    plain = connect(autogenerate_session_id=False)
+    mine.insert(table, [[1, "a", 0, 1]], column_names=COLUMNS)
+    mine.insert(table, [[1, "b", 0, 2]], column_names=COLUMNS)
+    mine.command("SET final = 1")
+    assert count(other, f"SELECT count() FROM {table}") == 2  # asked right after: no leak
+    assert count(mine, f"SELECT count() FROM {table}") == 1
+    mine.command("USE local")
+    assert other.command("SELECT currentDatabase()") == "default"
+    assert mine.command("SELECT currentDatabase()") == "local"
+    plain.command("SET final = 1")  # no session: like ClickHouse, lasts for this request only
+    assert count(plain, f"SELECT count() FROM {table}") == 2
+    assert count(mine, f"SELECT count() FROM {table}") == 1
+    assert count(mine, f"SELECT count() FROM {table}", settings={"final": 0}) == 2
+
+
+def test_compressed_request_bodies(server: Server, table: str) -> None:
+    for codec in ("gzip", "zstd", "lz4"):
+        writer = clickhouse_connect.get_client(host="127.0.0.1", port=server.port, compress=codec)
+        rows = [[i, codec, 0, 1] for i in range(20_000)]
+        assert writer.insert(table, rows, column_names=COLUMNS).written_rows == 20_000
+    insert = sql_url(f"INSERT INTO {table} FORMAT CSV")
+    csv = b"".join(f"{i},raw,0,1\n".encode() for i in range(1000))
+    frames = lz4.frame.compress(csv[:5000]) + lz4.frame.compress(csv[5000:])
+    for encoding, body in [
+        ("lz4", frames),
+        ("gzip", gzip.compress(csv)),
+        ("deflate", zlib.compress(csv)),
+    ]:
+        status, _, answer = http(server, insert, body, {"Content-Encoding": encoding})
+        assert status == 200, answer
+    totals = writer.query(f"SELECT countIf(name = 'raw'), count() FROM {table}").result_rows
+    assert totals == [(3000, 63_000)]
+    status, headers, _ = http(server, insert, b"not lz4 at all", {"Content-Encoding": "lz4"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "271")  # CANNOT_DECOMPRESS
+
+
+def test_bad_input_gets_an_answer_and_the_server_survives(server: Server, table: str) -> None:
+    status, headers, body = http(server, sql_url(f"INSERT INTO {table} FORMAT Native"), b"junk")
+    assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "33", body
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:  # body never completed
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nSELECT")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413") and b"Connection: close" in answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"\x16\x03\x01garbage\r\n\r\n")  # e.g. a TLS hello: the stdlib refuses it
+        assert b"400" in sock.recv(65536)
+    status, headers, _ = http(server, sql_url("SELECT 1", readonly="1"))
+    assert headers["X-ClickHouse-Exception-Code"] == "164"  # refused: it would lock everyone
+    assert http(server, sql_url(f"INSERT INTO {table} VALUES (9, 'ok', 0, 1)"))[0] == 200
+    assert http(server, sql_url(f"SELECT count() FROM {table}"))[2] == b"1\n"
+
+
+CONCURRENT_CLIENT = """
+import sys, clickhouse_connect
+port, table, offset = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+client = clickhouse_connect.get_client(host="127.0.0.1", port=port)
+mine = f"SELECT count() FROM {table} WHERE id >= %(offset)s AND id < %(offset)s + 1000000"
+for batch in range(20):
+    start = offset + batch * 500
+    rows = [[i, "p", 0, 1] for i in range(start, start + 500)]
+    client.insert(table, rows, column_names=["id", "name", "is_deleted", "lsn"])
+    seen = client.query(mine, parameters={"offset": offset}).result_rows[0][0]
+    assert seen == (batch + 1) * 500, seen
+"""
+
+
+def test_two_client_processes_at_once(server: Server, client: Any, table: str) -> None:
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_CLIENT, str(server.port), table, str(offset)],
+            stderr=subprocess.PIPE,
+        )
+        for offset in (0, 1_000_000)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr.decode()
+    assert count(client, f"SELECT count() FROM {table}") == 20_000
+    assert count(client, f"SELECT uniqExact(id) FROM {table}") == 20_000
+
+
+def test_the_log_has_no_line_per_request(server: Server) -> None:
+    http(server, "/?query=SELECT+1")
+    lines = server.log_path.read_text().splitlines()
+    assert any("listening on http://127.0.0.1" in line for line in lines)
+    assert not [line for line in lines if "GET /" in line or "POST /" in line]
+
+
+# ---- lifecycle -----------------------------------------------------------------------------
+def test_data_survives_a_restart_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    first, startup = start_server(tmp_path / "data", tmp_path / "server.log")
+    assert startup < 15, f"first /ping after {startup:.1f} s"
+    try:
+        http(first, "/", b"CREATE TABLE local.kept (id UInt64) ENGINE = MergeTree ORDER BY id")
+        http(first, "/", b"INSERT INTO local.kept SELECT number FROM numbers(10)")
+        rival = subprocess.run(  # one process per data folder: a second one must give up
+            [sys.executable, "-m", "cdc_kit.chdb_server", "--port", str(free_port())]
+            + ["--data-dir", str(first.data_dir)],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        )
+        assert rival.returncode == 1 and b"cannot start" in rival.stderr, rival.stderr
+    finally:
+        began = time.monotonic()
+        assert stop_server(first) == 0, first.log_path.read_text()
+    assert time.monotonic() - began < 5
+    second, _ = start_server(tmp_path / "data", tmp_path / "server.log")  # the lock was released
+    try:
+        assert http(second, sql_url("SELECT count() FROM local.kept"))[2] == b"10\n"
+    finally:
+        assert stop_server(second) == 0
+    assert "stopped" in first.log_path.read_text()
