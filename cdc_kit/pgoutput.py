@@ -696,7 +696,9 @@ def _to_bytea(text: str) -> bytes:
 
 def _python_cannot_hold(text: str) -> bool:
     """infinity, -infinity, BC dates and years after 9999 have no datetime/date."""
-    return text[0] in "i-" or text.endswith(" BC") or text[:5].isdigit()
+    # startswith, not text[0]: an empty (garbled) value must reach fromisoformat and be
+    # reported as a decode error, not raise IndexError here.
+    return text.startswith(("i", "-")) or text.endswith(" BC") or text[:5].isdigit()
 
 
 def _to_timestamp(text: str) -> datetime | str:
