@@ -35,9 +35,10 @@ from cdc_kit import pgoutput, replication, snapshot
 from cdc_kit.change_events import ChangeEventBuilder, OutgoingEvent
 from cdc_kit.config import Settings, get_settings
 from cdc_kit.delivery import TransactionProducer
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import CdcKitError, one_line
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.progress import ensure_progress_table, read_progress
+from cdc_kit.services.broker import cluster_id
 from cdc_kit.stack import get_stack
 
 log = logging.getLogger("cdc_kit.capture")
@@ -118,7 +119,7 @@ class Capture:
             try:
                 self._session()
             except Exception as exc:  # noqa: BLE001 - see docstring
-                message = _one_line(exc)
+                message = one_line(exc)
                 self.stats.last_error = message
                 self._write_status("retrying", message)
                 if self._streaming_since and time.monotonic() - self._streaming_since > 30:
@@ -149,13 +150,13 @@ class Capture:
             snapshot.ensure_state_table(conn)
             producer = TransactionProducer(str(s.kafka_bootstrap), s.cdc_topic)
             admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=5000)
-            cluster_id = _cluster_id(admin)
+            broker_id = cluster_id(admin)
             repl = psycopg2.connect(
                 str(s.pg_dsn), connection_factory=psycopg2.extras.LogicalReplicationConnection
             )
             cursor = repl.cursor()
             snapshot_pending = self._prepare_slot(conn, cursor, producer)
-            self._stream(conn, cursor, producer, admin, cluster_id, snapshot_pending)
+            self._stream(conn, cursor, producer, admin, broker_id, snapshot_pending)
         finally:
             for resource in (admin, repl, conn):
                 if resource is not None:
@@ -274,7 +275,7 @@ class Capture:
         cursor: Any,
         producer: TransactionProducer,
         admin: Any,
-        cluster_id: str,
+        broker_id: str,
         snapshot_pending: int | None = None,
     ) -> None:
         s = self.settings
@@ -289,11 +290,11 @@ class Capture:
                 },
             )
         except psycopg2.Error as exc:
-            raise CdcKitError(f"cannot stream slot '{s.slot_name}': {_one_line(exc)}") from exc
+            raise CdcKitError(f"cannot stream slot '{s.slot_name}': {one_line(exc)}") from exc
         lookup = self._primary_key_lookup(conn)
         decoder = pgoutput.Decoder(proto_version=PROTO_VERSION)
         builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))
-        state = _StreamState(cluster_id=cluster_id, snapshot_pending=snapshot_pending, conn=conn)
+        state = _StreamState(cluster_id=broker_id, snapshot_pending=snapshot_pending, conn=conn)
         if s.confirm_after == "router":
             state.warehouse = self.stack.clickhouse(database="default")
             ensure_progress_table(state.warehouse, s.clickhouse_database)
@@ -354,7 +355,7 @@ class Capture:
             # Nothing of ours is in flight: everything PostgreSQL decoded so far is safe. This
             # keeps an idle slot from pinning WAL when other databases or tables change.
             safe = max(safe, cursor.wal_end or 0)
-        if _cluster_id(admin) != state.cluster_id:
+        if cluster_id(admin) != state.cluster_id:
             # Checked before every confirmation: after a broker restart nothing may be
             # confirmed on the strength of acks or progress from the new, emptied broker.
             raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
@@ -408,15 +409,6 @@ class Capture:
 def status_file_path(settings: Settings) -> Path:
     """Where the capture service of this slot writes its heartbeat (one file per slot)."""
     return settings.home / "run" / f"capture.{settings.slot_name}.status.json"
-
-
-def _cluster_id(admin: Any) -> str:
-    return str(admin.describe_cluster().get("cluster_id"))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:

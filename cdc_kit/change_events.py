@@ -12,15 +12,13 @@ This is the part of capture with the rules, kept free of I/O so it can be tested
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from cdc_kit import pgoutput
+from cdc_kit.events import encode_json
 from cdc_kit.lsn import lsn_to_str
 
 
@@ -34,25 +32,6 @@ class OutgoingEvent:
 
     def encode(self) -> bytes:
         return encode_json(self.value)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)  # exact; the OLAP model parses it back to Decimal
-    if isinstance(value, bytes | memoryview):
-        return "\\x" + bytes(value).hex()  # PostgreSQL's own text form of bytea
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def encode_json(value: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON; Decimals as strings so no money is rounded through a float."""
-    return json.dumps(
-        value, default=_json_default, separators=(",", ":"), ensure_ascii=False
-    ).encode()
 
 
 def message_key(table: str, payload: dict[str, Any], key_columns: list[str]) -> bytes:

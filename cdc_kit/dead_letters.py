@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +20,6 @@ DEAD_LETTER_TABLE = "cdc_dead_letters"
 
 #: Bytes of the original kept in a dead-letter *topic* message (the table keeps all of them).
 TOPIC_ORIGINAL_LIMIT = 512 * 1024
-
-#: Where in the router an event failed.
-STAGES = ("decode", "lookup", "validate", "enrich", "warehouse")
 
 
 @dataclass(frozen=True)
@@ -124,11 +121,3 @@ def dead_letter_rows(letters: list[DeadLetter], replayed: int = 0) -> list[list[
         ]
         for letter in letters
     ]
-
-
-def asdict_for_display(letter: DeadLetter) -> dict[str, Any]:
-    """A dead letter as a plain dict (value shown as text where possible), for notebooks."""
-    data = asdict(letter)
-    data["value"] = letter.value.decode("utf-8", "replace")[:500]
-    data["key"] = (letter.key or b"").decode("utf-8", "replace")
-    return data

@@ -12,6 +12,9 @@ message says exactly what is wrong — that message is what a dead letter record
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -99,10 +102,30 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)  # exact; the OLAP model parses it back to Decimal
+    if isinstance(value, bytes | memoryview):
+        return "\\x" + bytes(value).hex()  # PostgreSQL's own text form of bytea
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def encode_json(value: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; Decimals as strings so no money is rounded through a float."""
+    return json.dumps(
+        value, default=_json_default, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
 def event_to_bytes(event: CdcEvent) -> bytes:
-    """Serialize an event the way capture does (for tests and hand-made events)."""
-    body = {
-        "metadata": event.metadata.model_dump(by_alias=True, exclude_none=True),
-        "payload": event.payload,
-    }
-    return json.dumps(body, default=str, separators=(",", ":")).encode()
+    """Serialize an event exactly as capture does (for tests and hand-made events)."""
+    return encode_json(
+        {
+            "metadata": event.metadata.model_dump(by_alias=True, exclude_none=True),
+            "payload": event.payload,
+        }
+    )

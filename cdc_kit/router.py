@@ -46,9 +46,11 @@ from cdc_kit.dead_letters import (
     ensure_dead_letter_table,
     make_dead_letter,
 )
+from cdc_kit.errors import first_line, one_line
 from cdc_kit.events import CdcEvent, EventParseError, parse_event
 from cdc_kit.lsn import str_to_lsn
 from cdc_kit.progress import ensure_progress_table, write_progress
+from cdc_kit.services.broker import cluster_id
 from cdc_kit.stack import Stack, get_stack
 
 log = logging.getLogger("cdc_kit.router")
@@ -159,7 +161,7 @@ class Router:
         self._admin = self._admin or KafkaAdminClient(
             bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=5000
         )
-        self._cluster_id = _cluster_id(self._admin)
+        self._cluster_id = cluster_id(self._admin)
         consumer = self.stack.kafka_consumer(group_id=self.group, max_poll_records=self.batch_size)
         consumer.assign([self._partition])  # one partition: no group rebalancing to wait for
         committed = consumer.committed(self._partition)
@@ -184,10 +186,10 @@ class Router:
         its old offset N, reads the new topic from N and may commit there, which would make
         offsets 0..N-1 of the new topic be skipped for good (FIELD_NOTES).
         """
-        if _cluster_id(self._admin) == self._cluster_id:
+        if cluster_id(self._admin) == self._cluster_id:
             return True
         log.warning("the broker restarted: reading the new topic from the beginning")
-        self._bump("restarts_seen", 1)
+        self._count("restarts_seen", 1)
         self._reset_consumer()
         if self._producer is not None:
             self._producer.close()
@@ -352,9 +354,9 @@ class Router:
             except DatabaseError as exc:
                 if isinstance(exc, OperationalError):
                     raise
-                reason = f"ClickHouse rejected the {table} row: {_first_line(exc)}"
+                reason = f"ClickHouse rejected the {table} row: {first_line(exc)}"
                 if exc.__cause__ is not None:
-                    reason += f" ({_first_line(exc.__cause__)})"
+                    reason += f" ({first_line(exc.__cause__)})"
                 bad.append(make_dead_letter(pending.record, "warehouse", reason))
         return ok, bad
 
@@ -418,7 +420,7 @@ class Router:
             database=self.settings.clickhouse_database,
         )
         self._park(still_dead)
-        self._bump("replayed", len(replayed))
+        self._count("replayed", len(replayed))
         return result
 
     # ---- background thread -----------------------------------------------------------
@@ -448,8 +450,8 @@ class Router:
                 self.step()
                 backoff = 0.5
             except Exception as exc:  # noqa: BLE001 - the loop must survive any failure
-                self._bump("last_error", f"{type(exc).__name__}: {_first_line(exc)}")
-                log.error("router batch failed (%s); retrying in %.1f s", _first_line(exc), backoff)
+                self._set("last_error", one_line(exc))
+                log.error("router batch failed (%s); retrying in %.1f s", first_line(exc), backoff)
                 self._reset_consumer()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -464,12 +466,13 @@ class Router:
             self._stats["by_table"].update(result.tables)
             self._stats["last_batch_at"] = time.time()
 
-    def _bump(self, name: str, value: Any) -> None:
+    def _count(self, name: str, amount: int) -> None:
         with self._lock:
-            if isinstance(value, int) and isinstance(self._stats.get(name), int):
-                self._stats[name] += value
-            else:
-                self._stats[name] = value
+            self._stats[name] += amount
+
+    def _set(self, name: str, value: Any) -> None:
+        with self._lock:
+            self._stats[name] = value
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (safe to call from another thread, e.g. a widget)."""
@@ -525,15 +528,6 @@ class _ParkedRecord:
             self.value,
             datetime.now(UTC),
         )
-
-
-def _cluster_id(admin: Any) -> str:
-    return str(admin.describe_cluster().get("cluster_id"))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,17 +61,6 @@ def mark_snapshot(conn: Any, slot: str, consistent_point: str, done: bool, rows:
     conn.commit()
 
 
-def forget_snapshot(conn: Any, slot: str) -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("DELETE FROM {}.{} WHERE slot_name = %s").format(
-                sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE)
-            ),
-            (slot,),
-        )
-    conn.commit()
-
-
 def read_snapshot(
     conn: Any,
     snapshot_name: str | None,

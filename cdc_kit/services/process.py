@@ -16,7 +16,7 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class ServiceStatus:
     running: bool
     healthy: bool
     detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
