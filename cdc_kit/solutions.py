@@ -59,6 +59,13 @@ def solve(notebook_path: Path, solutions_dir: Path = SOLUTIONS) -> nbformat.Note
     solutions_path = solutions_dir / f"{notebook_path.stem}.py"
     blocks = read_solutions(solutions_path)
     exercises = [cell for cell in notebook.cells if tagged(cell, EXERCISE_TAG)]
+    renumbered = [c.get("id", "?") for c in exercises if not c.get("id", "").startswith("exercise")]
+    if renumbered:
+        raise CdcKitError(
+            f"{notebook_path.name}: exercise cell id(s) {', '.join(renumbered)} are not of the "
+            "form 'exercise-<name>': were they renumbered by nbstripout? Restore them "
+            "(git checkout) and strip outputs with `nbstripout --keep-id`"
+        )
     missing = [cell.get("id", "?") for cell in exercises if cell.get("id") not in blocks]
     if missing:
         raise CdcKitError(

@@ -19,10 +19,8 @@ from cdc_kit.peek import recent_events
 
 def _insert_event(stack: Any, customer_name: str) -> dict | None:
     events = topic_events(stack, "customer")
-    mine = events[
-        (events["operation"] == "insert")
-        & events["payload"].map(lambda row: isinstance(row, dict) and row.get("name") == customer_name)
-    ]
+    named = events["payload"].map(lambda row: isinstance(row, dict) and row.get("name"))
+    mine = events[(events["operation"] == "insert") & (named == customer_name)]
     return None if mine.empty else mine.iloc[-1].to_dict()
 
 
