@@ -11,6 +11,7 @@ MOVE_HINT = (
     "SELECT pg_replication_slot_advance(%s, %s::pg_lsn) with (TEXT_SLOT, target_lsn), or "
     "read the changes with pg_logical_slot_get_changes(%s, NULL, NULL)"
 )
+READ_HINT = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s"
 
 
 def check_slot_released(stack: Any, slot: str, target_lsn: str, text_slot_position: Any) -> None:
@@ -19,7 +20,7 @@ def check_slot_released(stack: Any, slot: str, target_lsn: str, text_slot_positi
     require_answer(
         text_slot_position,
         "text_slot_position",
-        MOVE_HINT + "; then SELECT confirmed_flush_lsn::text FROM pg_replication_slots",
+        f"{MOVE_HINT}; then read it back: {READ_HINT}",
     )
     answer = as_lsn_int(text_slot_position, "text_slot_position")
     target = str_to_lsn(target_lsn)
@@ -50,8 +51,7 @@ def check_slot_released(stack: Any, slot: str, target_lsn: str, text_slot_positi
         raise CheckFailed(
             f"`text_slot_position` is {lsn_to_str(answer)}, but {slot} is at "
             f"{lsn_to_str(position)}",
-            "read it back after moving the slot: SELECT confirmed_flush_lsn::text FROM "
-            "pg_replication_slots WHERE slot_name = %s",
+            f"read it back after moving the slot: {READ_HINT}",
         )
     passed(
         f"{slot} moved to {both_forms(position)}, past {target_lsn}: PostgreSQL may recycle "
