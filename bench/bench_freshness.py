@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_stack, percentiles  # noqa: E402
+from common import percentiles  # noqa: E402
 
 from cdc_kit import oltp  # noqa: E402
 from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.stack import Stack  # noqa: E402
+from cdc_kit.stack import Stack, scratch_stack  # noqa: E402
 
 INSERT = (
     'INSERT INTO customer (id, email, name, country, city, "createdAt") '
@@ -95,12 +95,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--plot", type=Path, default=Path(__file__).parent / "freshness.png")
     args = parser.parse_args(argv)
     results: dict[int, dict[str, float]] = {}
-    with bench_stack() as stack:
+    with scratch_stack() as stack:
         engine = stack.pg_engine()
         oltp.create_all(engine)
         router = Router(stack)
-        router.connect()
-        router.ensure_table("customer")  # the watcher queries it from the first moment
+        router.connect()  # creates the tables: the watcher queries them from the first moment
         router.start()
         measure_rate(stack, 20, 1.0, 900_000)  # warm-up (connections, first fetches): discarded
         next_id = 1_000_000

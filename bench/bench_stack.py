@@ -19,9 +19,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_ports  # noqa: E402
 
 from cdc_kit.config import Settings  # noqa: E402
+from cdc_kit.services.process import free_ports  # noqa: E402
 from cdc_kit.stack import Stack  # noqa: E402
 
 

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PeakMemory, bench_stack  # noqa: E402
+from common import PeakMemory  # noqa: E402
 
 from cdc_kit import oltp  # noqa: E402
 from cdc_kit.capture import Capture  # noqa: E402
 from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.stack import Stack  # noqa: E402
+from cdc_kit.stack import Stack, scratch_stack  # noqa: E402
 
 INSERT_SQL = (
     'INSERT INTO customer (id, email, name, country, city, bio, "createdAt") '
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     rows = args.rows
     # Capture runs in this process here (not as a service), so it can be timed alone.
-    with bench_stack(only=["postgres", "broker", "clickhouse"], confirm_after="broker") as stack:
+    with scratch_stack(only=["postgres", "broker", "clickhouse"], confirm_after="broker") as stack:
         engine = stack.pg_engine()
         oltp.create_all(engine)
         create_slot(stack)
@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         router = Router(stack, batch_size=20000)
         router.connect()  # clients and tables outside the timing
-        router.ensure_table("customer")
         router_s = route_until(router, rows)
 
         # End to end as deployed: capture as its own process (the stack's service), the

@@ -1,50 +1,15 @@
-"""Shared helpers for the benchmarks: a throwaway stack on free ports, and timing summaries."""
+"""Shared helpers for the benchmarks: peak memory and timing summaries.
+
+A throwaway stack on free ports is `cdc_kit.stack.scratch_stack`, shared with the tests.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import statistics
-import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import psutil
-
-from cdc_kit.config import Settings
-from cdc_kit.stack import Stack
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-@contextmanager
-def bench_stack(only: list[str] | None = None, **overrides: Any) -> Iterator[Stack]:
-    """A fresh embedded stack in a temp folder (state removed afterwards)."""
-    root = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_"))
-    root.chmod(0o755)  # reachable for the unprivileged PostgreSQL user when run as root
-    pg, kafka, ch = free_ports(3)
-    settings = Settings(
-        home=root / "home", pg_port=pg, kafka_port=kafka, clickhouse_port=ch, **overrides
-    )
-    stack = Stack(settings)
-    try:
-        stack.up(only=only)
-        yield stack
-    finally:
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class PeakMemory:

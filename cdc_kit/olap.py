@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import types
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
@@ -30,8 +31,9 @@ from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 import annotated_types
 from clickhouse_connect.driver.binding import quote_identifier
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+from pydantic_core import PydanticUndefined
 
-from cdc_kit.events import CdcEvent, describe_validation_error
+from cdc_kit.contract import ChangeEvent, describe_validation_error
 from cdc_kit.oltp import CustomerBase, OrderBase, OrderItemBase, ProductBase
 
 EPOCH = datetime(1970, 1, 1)
@@ -114,16 +116,21 @@ class CdcOlapModelBase(BaseModel):
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        """Keep each inherited column's type, drop its source-side value rules (see module doc)."""
+        """Keep each inherited column's type; drop its source-side value rules and defaults.
+
+        Value rules (min_length, gt...) belong to the source: a delete's '' or 0 must pass.
+        Defaults too: the source fills `createdAt` or `status` when a row is written; the
+        warehouse must never invent them, so a column missing from an event is an error
+        (deletes get type defaults in `fill_defaults_for_deletes`).
+        """
         super().__pydantic_init_subclass__(**kwargs)
-        changed = False
-        for field in cls.model_fields.values():
-            kept = [m for m in field.metadata if not isinstance(m, _VALUE_CONSTRAINTS)]
-            if len(kept) != len(field.metadata):
-                field.metadata = kept
-                changed = True
-        if changed:
-            cls.model_rebuild(force=True)
+        for name, field in cls.model_fields.items():
+            if name in CdcFields.model_fields:
+                continue
+            field.metadata = [m for m in field.metadata if not isinstance(m, _VALUE_CONSTRAINTS)]
+            field.default = PydanticUndefined
+            field.default_factory = None
+        cls.model_rebuild(force=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -175,9 +182,47 @@ class OrderItemOlap(CdcOlapModelBase, OrderItemBase, CdcFields):
 OLAP_MODELS: dict[str, type[CdcOlapModelBase]] = {}
 
 
+class ModelError(ValueError):
+    """A model that cannot work as a CDC table; the message says why and what to change."""
+
+
+def check_model(model: type) -> None:
+    """Refuse, with the reason, a model the router could never write (before ClickHouse is asked).
+
+    It must be a CdcOlapModelBase with `__table__`, the columns `is_deleted` and `lsn`, a
+    ClickHouse type for every column, and ORDER BY = the source primary key.
+    """
+    name = getattr(model, "__name__", repr(model))
+    if not (isinstance(model, type) and issubclass(model, CdcOlapModelBase)):
+        raise ModelError(f"{name} is not a CdcOlapModelBase subclass")
+    if not isinstance(getattr(model, "__table__", None), str) or not model.__table__:
+        raise ModelError(f"{name} has no __table__ (the source table name)")
+    for cdc_column in ("is_deleted", "lsn"):
+        if cdc_column not in model.model_fields:
+            raise ModelError(
+                f"{name} has no {cdc_column!r} column: inherit CdcFields "
+                "(ReplacingMergeTree(lsn, is_deleted) needs both)"
+            )
+    for column in model.__order_by__:
+        if column not in model.model_fields:
+            raise ModelError(f"{name}: ORDER BY column {column!r} is not a field of the model")
+        if unwrap(model.model_fields[column].annotation)[1]:
+            raise ModelError(f"{name}: ORDER BY column {column!r} must not be Optional")
+    for column, field in model.model_fields.items():
+        try:
+            clickhouse_type(field.annotation, field.metadata)
+        except TypeError as exc:
+            raise ModelError(f"{name}.{column}: {exc}") from None
+    table_sql_order_by(model)
+
+
 def register(model: type[CdcOlapModelBase], registry: dict | None = None) -> type[CdcOlapModelBase]:
-    """Route events of `model.__table__` to `model`: the one step to add a table."""
-    table_sql_order_by(model)  # refuse a wrong ORDER BY before any event is routed
+    """Route events of `model.__table__` to `model`: the one step to add a table.
+
+    A model that cannot work is refused here with the reason (`ModelError`), not later by
+    ClickHouse in the middle of routing.
+    """
+    check_model(model)
     (OLAP_MODELS if registry is None else registry)[model.__table__] = model
     return model
 
@@ -195,22 +240,61 @@ def order_by_of(model: type[CdcOlapModelBase]) -> list[str]:
 
 
 def to_row(
-    model: type[CdcOlapModelBase], event: CdcEvent, payload: dict[str, Any] | None = None
+    model: type[CdcOlapModelBase], event: ChangeEvent, payload: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Validate one event against its model and return the ClickHouse row (column -> value)."""
-    operation = event.metadata.operation
+    return dict(zip(columns_of(model), row_values(model, event, payload), strict=True))
+
+
+def row_values(
+    model: type[CdcOlapModelBase], event: ChangeEvent, payload: dict[str, Any] | None = None
+) -> list[Any]:
+    """Validate one event against its model; the row's values in `columns_of` order.
+
+    `payload` replaces the event's payload (the router passes one with TOAST values filled).
+    """
     data = dict(event.payload if payload is None else payload)
-    data["lsn"] = event.metadata.lsn_int
-    data["is_deleted"] = 1 if operation == "delete" else 0
-    missing_keys = [k for k in model.__order_by__ if data.get(k) is None]
-    if missing_keys:
-        raise OlapValidationError(f"primary key column(s) missing: {', '.join(missing_keys)}")
+    data["lsn"] = event.lsn
+    data["is_deleted"] = 1 if event.operation == "delete" else 0
+    layout = _layout(model)
+    for key in layout.keys:
+        if data.get(key) is None:
+            missing = [k for k in layout.keys if data.get(k) is None]
+            raise OlapValidationError(f"primary key column(s) missing: {', '.join(missing)}")
     try:
-        instance = model.model_validate(data, context={"operation": operation})
+        instance = model.model_validate(data, context={"operation": event.operation})
     except ValidationError as exc:
         raise OlapValidationError(describe_validation_error(exc)) from None
-    row = instance.model_dump()
-    return {column: _clickhouse_value(row[column]) for column in columns_of(model)}
+    values = instance.__dict__
+    row = [values[column] for column in layout.columns]
+    for index in layout.convert:
+        row[index] = _clickhouse_value(row[index])
+    return row
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A model's columns in table order and which of them need converting (computed once)."""
+
+    columns: list[str]
+    keys: list[str]
+    convert: list[int]  # indexes of enum and datetime columns
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(model: type[CdcOlapModelBase]) -> _Layout:
+    layout = _LAYOUTS.get(model)
+    if layout is None:
+        columns = columns_of(model)
+        convert = []
+        for index, column in enumerate(columns):
+            base, _, _ = unwrap(model.model_fields[column].annotation)
+            if base is datetime or (isinstance(base, type) and issubclass(base, enum.Enum)):
+                convert.append(index)
+        layout = _LAYOUTS[model] = _Layout(columns, list(model.__order_by__), convert)
+    return layout
 
 
 def _clickhouse_value(value: Any) -> Any:
@@ -279,7 +363,7 @@ def table_sql_order_by(model: type[CdcOlapModelBase]) -> str:
     order_by = tuple(model.__order_by__)
     primary_key = tuple(model.__source_primary_key__)
     if order_by != primary_key:
-        raise ValueError(
+        raise ModelError(
             f"{model.__name__}: ORDER BY {order_by} must be the source primary key "
             f"{primary_key}. ReplacingMergeTree replaces rows with equal ORDER BY keys, and a "
             "delete event carries only the primary key (other columns hold defaults), so with "
@@ -288,16 +372,25 @@ def table_sql_order_by(model: type[CdcOlapModelBase]) -> str:
     return ", ".join(quote_identifier(column) for column in order_by)
 
 
+def column_types(model: type[CdcOlapModelBase]) -> dict[str, str]:
+    """Column name -> ClickHouse type, in table order."""
+    fields = model.model_fields
+    return {
+        name: clickhouse_type(fields[name].annotation, fields[name].metadata)
+        for name in columns_of(model)
+    }
+
+
+def table_name(model: type[CdcOlapModelBase], database: str = "local") -> str:
+    """The model's table as a quoted, qualified name: `local`.`order`."""
+    return f"{quote_identifier(database)}.{quote_identifier(model.__table__)}"
+
+
 def create_table_sql(model: type[CdcOlapModelBase], database: str = "local") -> str:
     """`CREATE TABLE IF NOT EXISTS` for a model, every identifier quoted."""
     order_by = table_sql_order_by(model)
-    columns = []
-    for name in columns_of(model):
-        field = model.model_fields[name]
-        columns.append(
-            f"    {quote_identifier(name)} {clickhouse_type(field.annotation, field.metadata)}"
-        )
-    table = f"{quote_identifier(database)}.{quote_identifier(model.__table__)}"
+    columns = [f"    {quote_identifier(name)} {kind}" for name, kind in column_types(model).items()]
+    table = table_name(model, database)
     return (
         f"CREATE TABLE IF NOT EXISTS {table} (\n"
         + ",\n".join(columns)
@@ -313,13 +406,17 @@ __all__ = [
     "CdcFields",
     "CdcOlapModelBase",
     "CustomerOlap",
+    "ModelError",
     "OlapValidationError",
     "OrderItemOlap",
     "OrderOlap",
     "ProductOlap",
+    "check_model",
+    "column_types",
     "columns_of",
     "create_table_sql",
     "register",
+    "row_values",
     "to_row",
 ]
 

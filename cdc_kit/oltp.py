@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import Field, Session, SQLModel
 from tqdm.auto import tqdm
 
@@ -33,6 +34,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def created_now() -> Any:
+    """A timestamp column that defaults to now() in Python AND in PostgreSQL.
+
+    `default_factory` serves SQLModel objects; the server default serves raw SQL that leaves
+    the column out (`INSERT INTO customer (email, name, country, city) VALUES (...)`).
+    """
+    return Field(default_factory=utcnow, sa_column_kwargs={"server_default": text("now()")})
+
+
 class CustomerBase(SQLModel):
     email: str = Field(min_length=3, max_length=255)
     name: str = Field(min_length=1, max_length=255)
@@ -40,7 +50,7 @@ class CustomerBase(SQLModel):
     city: str = Field(max_length=100)
     #: Long free text: values over ~2 kB are stored out of line (TOAST) — lesson material.
     bio: str | None = Field(default=None)
-    createdAt: datetime = Field(default_factory=utcnow)
+    createdAt: datetime = created_now()
 
 
 class Customer(CustomerBase, table=True):
@@ -53,7 +63,7 @@ class ProductBase(SQLModel):
     category: str = Field(min_length=1, max_length=100)
     price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
     description: str | None = Field(default=None)
-    createdAt: datetime = Field(default_factory=utcnow)
+    createdAt: datetime = created_now()
 
 
 class Product(ProductBase, table=True):
@@ -66,10 +76,12 @@ ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
 
 class OrderBase(SQLModel):
     customerId: int = Field(foreign_key="customer.id", ondelete="CASCADE")
-    orderDate: datetime = Field(default_factory=utcnow)
+    orderDate: datetime = created_now()
     total: Decimal = Field(ge=0, max_digits=10, decimal_places=2)
-    status: str = Field(default="pending", max_length=20)
-    createdAt: datetime = Field(default_factory=utcnow)
+    status: str = Field(
+        default="pending", max_length=20, sa_column_kwargs={"server_default": "pending"}
+    )
+    createdAt: datetime = created_now()
 
 
 class Order(OrderBase, table=True):
@@ -82,7 +94,7 @@ class OrderItemBase(SQLModel):
     productId: int = Field(foreign_key="product.id", ondelete="CASCADE")
     quantity: int = Field(gt=0)
     price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
-    createdAt: datetime = Field(default_factory=utcnow)
+    createdAt: datetime = created_now()
 
 
 class OrderItem(OrderItemBase, table=True):
@@ -100,8 +112,35 @@ TABLES: dict[str, type[SQLModel]] = {
 
 
 def create_all(engine: Any) -> None:
-    """Create the four tables (if missing)."""
-    SQLModel.metadata.create_all(engine, tables=[model.__table__ for model in TABLES.values()])
+    """Create the four tables (if missing), and give existing ones their server defaults.
+
+    Tables made by an older kit lack the server defaults; adding them keeps raw SQL that
+    leaves `createdAt` out working there too.
+    """
+    tables = [model.__table__ for model in TABLES.values()]
+    SQLModel.metadata.create_all(engine, tables=tables)
+    with engine.begin() as conn:
+        missing = {
+            (table, column)
+            for table, column in conn.execute(
+                text(
+                    "SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND column_default IS NULL"
+                )
+            )
+        }
+        quote = engine.dialect.identifier_preparer.quote
+        for table in tables:
+            for column in table.columns:
+                default = column.server_default
+                if default is not None and (table.name, column.name) in missing:
+                    value = getattr(default.arg, "text", None) or f"'{default.arg}'"
+                    conn.execute(
+                        text(
+                            f"ALTER TABLE {quote(table.name)} "  # quoted identifiers
+                            f"ALTER COLUMN {quote(column.name)} SET DEFAULT {value}"
+                        )
+                    )
 
 
 def drop_all(engine: Any) -> None:
@@ -181,7 +220,7 @@ def sample_rows(scale: int = 1, seed: int = 42) -> dict[str, list[SQLModel]]:
 
 def load_sample_data(engine: Any, scale: int = 1, progress: bool = True) -> dict[str, int]:
     """Insert the sample rows (skipping tables that already have rows). Returns rows per table."""
-    from sqlalchemy import func, select, text
+    from sqlalchemy import func, select
 
     rows = sample_rows(scale)
     loaded: dict[str, int] = {}

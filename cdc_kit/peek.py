@@ -2,7 +2,8 @@
 
 The consumer here has no group, so it commits nothing and the router never notices it.
 It reads the topic from the start and keeps the last `limit` events: the embedded broker
-answers "where does the topic end?" wrongly (FIELD_NOTES), so we do not ask it.
+answers "where does the topic end?" wrongly (`seek_to_end` then `position()` gave 1 for a
+37-message topic), so we do not ask it.
 """
 
 from __future__ import annotations

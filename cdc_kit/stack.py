@@ -15,46 +15,26 @@ answer, because whoever started them (containers, a team's servers) owns them.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from cdc_kit import clients
 from cdc_kit.config import Settings, get_settings
 from cdc_kit.errors import CdcKitError
 from cdc_kit.services.broker import BrokerService
+from cdc_kit.services.capture_process import CaptureService
+from cdc_kit.services.clickhouse import ClickHouseService
 from cdc_kit.services.postgres import PostgresService
-from cdc_kit.services.process import ProcessService, ServiceStatus, tcp_answers
-from cdc_kit.services.warehouse import WarehouseService
+from cdc_kit.services.process import ProcessService, ServiceStatus, free_ports, tcp_answers
 
 #: A file that marks a folder as a cdc-kit state folder, so `reset` never deletes anything else.
 HOME_MARKER = ".cdc_kit_home"
-
-#: Kafka client settings that survive a broker restart quickly (FIELD_NOTES, measured).
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable_idempotence": False,  # an idempotent producer breaks for good on a broker restart
-    "max_in_flight_requests_per_connection": 1,  # keeps order without idempotence
-    "linger_ms": 5,
-    "batch_size": 262144,
-    "reconnect_backoff_max_ms": 1000,
-    "request_timeout_ms": 10000,
-    "allow_auto_create_topics": False,
-}
-CONSUMER_DEFAULTS: dict[str, Any] = {
-    "auto_offset_reset": "earliest",
-    "enable_auto_commit": False,
-    "session_timeout_ms": 6000,  # joining a group takes ~3 s instead of ~23 s
-    "heartbeat_interval_ms": 1000,
-    # The broker holds an empty fetch this long: 500 ms (default) cost ~250 ms per change
-    # (measured); 20 ms gives ~12 ms commit -> consumer at ~50 idle fetches/s on loopback.
-    "fetch_max_wait_ms": 20,
-    "reconnect_backoff_max_ms": 1000,
-    "request_timeout_ms": 10000,
-    "allow_auto_create_topics": False,
-}
-
 
 def prepare_home(home: Path) -> None:
     """Create the state folder (and its marker), or explain in one line why it cannot be."""
@@ -80,16 +60,12 @@ class Stack:
     @cached_property
     def services(self) -> list[ProcessService]:
         """Embedded services in start order (capture needs the other three)."""
-        services: list[ProcessService] = [
+        return [
             PostgresService(self.settings),
             BrokerService(self.settings),
-            WarehouseService(self.settings),
+            ClickHouseService(self.settings),
+            CaptureService(self.settings),
         ]
-        try:
-            from cdc_kit.services.capture import CaptureService
-        except ImportError:  # capture is optional for the foundation lessons
-            return services
-        return [*services, CaptureService(self.settings)]
 
     def service(self, name: str) -> ProcessService:
         for service in self.services:
@@ -97,16 +73,20 @@ class Stack:
                 return service
         raise KeyError(name)
 
-    def up(self, only: list[str] | None = None) -> dict[str, bool]:
-        """Start every embedded service that is not healthy yet. Returns name -> started now."""
+    def up(self, only: list[str] | None = None, timeout: float | None = None) -> dict[str, bool]:
+        """Start every embedded service that is not healthy yet. Returns name -> started now.
+
+        `timeout`: seconds for the whole start, shared by the services (default: each its own).
+        """
         if self.settings.mode == "docker":
             self.check_docker()
             return {}
         prepare_home(self.settings.home)
+        deadline = None if timeout is None else time.monotonic() + timeout
         started: dict[str, bool] = {}
         for service in self.services:
             if only is None or service.name in only:
-                started[service.name] = service.ensure_started()
+                started[service.name] = service.ensure_started(deadline)
         return started
 
     def down(self) -> dict[str, bool]:
@@ -151,55 +131,26 @@ class Stack:
                 "embedded stack (CDC_KIT_MODE=embedded)"
             )
 
-    # ---- clients -------------------------------------------------------------------
+    # ---- clients (see cdc_kit.clients) -----------------------------------------------
     def pg_engine(self, **kwargs: Any) -> Any:
-        """A SQLAlchemy engine (what SQLModel sessions use) for the lesson database.
-
-        `pool_pre_ping` checks a pooled connection before use, so a restarted PostgreSQL
-        does not hand a notebook a dead connection.
-        """
-        from sqlmodel import create_engine
-
-        return create_engine(self.settings.pg_sqlalchemy_url, **{"pool_pre_ping": True, **kwargs})
+        """A SQLAlchemy engine (what SQLModel sessions use) for the lesson database."""
+        return clients.pg_engine(self.settings, **kwargs)
 
     def pg_connection(self, **kwargs: Any) -> Any:
         """A plain psycopg2 connection, for replication queries and raw SQL."""
-        import psycopg2
-
-        return psycopg2.connect(str(self.settings.pg_dsn), **kwargs)
+        return clients.pg_connection(self.settings, **kwargs)
 
     def kafka_producer(self, **kwargs: Any) -> Any:
         """A kafka-python producer with restart-safe settings (override any with kwargs)."""
-        from kafka import KafkaProducer
-
-        options = {**PRODUCER_DEFAULTS, **kwargs}
-        return KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, **options)
+        return clients.kafka_producer(self.settings, **kwargs)
 
     def kafka_consumer(self, *topics: str, **kwargs: Any) -> Any:
         """A kafka-python consumer; pass topics to subscribe, or call `.assign()` yourself."""
-        from kafka import KafkaConsumer
-
-        options = {**CONSUMER_DEFAULTS, **kwargs}
-        return KafkaConsumer(*topics, bootstrap_servers=self.settings.kafka_bootstrap, **options)
+        return clients.kafka_consumer(self.settings, *topics, **kwargs)
 
     def clickhouse(self, **kwargs: Any) -> Any:
-        """A clickhouse-connect client for the warehouse database (`local`).
-
-        Without a server session the client may be shared by threads (a router thread and
-        the notebook that watches it); the kit uses no session state (temporary tables...).
-        """
-        import clickhouse_connect
-
-        options: dict[str, Any] = {
-            "autogenerate_session_id": False,
-            "host": self.settings.clickhouse_host,
-            "port": self.settings.clickhouse_port,
-            "username": self.settings.clickhouse_user,
-            "password": self.settings.clickhouse_password,
-            "database": self.settings.clickhouse_database,
-        }
-        options.update(kwargs)
-        return clickhouse_connect.get_client(**options)
+        """A clickhouse-connect client for the warehouse database (`local`)."""
+        return clients.clickhouse(self.settings, **kwargs)
 
 
 def get_stack(settings: Settings | None = None) -> Stack:
@@ -208,10 +159,38 @@ def get_stack(settings: Settings | None = None) -> Stack:
 
 
 def ensure_running(settings: Settings | None = None, timeout: float = 120.0) -> Stack:
-    """Start (embedded) or check (docker) the stack and return it, ready for clients."""
+    """Start (embedded) or check (docker) the stack and return it, ready for clients.
+
+    Raises CdcKitError, naming the service and its log, if it is not ready within `timeout`.
+    """
     stack = get_stack(settings)
-    started = time.monotonic()
-    stack.up()
-    if time.monotonic() - started > timeout:
-        raise CdcKitError(f"the stack took longer than {timeout:.0f} s to start")
+    stack.up(timeout=timeout)
     return stack
+
+
+@contextmanager
+def scratch_stack(only: list[str] | None = None, **overrides: Any) -> Iterator[Stack]:
+    """A throwaway embedded stack: free loopback ports, a temporary state folder, removed after.
+
+    For tests and benchmarks. The folder is made reachable for the unprivileged PostgreSQL
+    user when running as root (mkdtemp creates it private: we open only what we created).
+    """
+    root = Path(tempfile.mkdtemp(prefix="cdc_kit_scratch_"))
+    root.chmod(0o755)
+    pg, kafka, clickhouse = free_ports(3)
+    settings = Settings(
+        **{
+            "home": root / "home",
+            "pg_port": pg,
+            "kafka_port": kafka,
+            "clickhouse_port": clickhouse,
+            **overrides,
+        }
+    )
+    stack = Stack(settings)
+    try:
+        stack.up(only=only)
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)

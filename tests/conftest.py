@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,23 +23,10 @@ from cdc_kit import olap
 from cdc_kit.config import Settings
 from cdc_kit.router import Router
 from cdc_kit.services.broker import create_topics
+from cdc_kit.services.process import free_ports
 from cdc_kit.stack import Stack, ensure_running
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on right now (the OS picks them; kept open until all are chosen)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def make_test_env(prefix: str = "cdc_kit_test_") -> dict[str, str]:

@@ -20,8 +20,8 @@ from typing import Annotated
 
 import pytest
 
-from cdc_kit import olap, oltp, snapshot
-from cdc_kit.capture import Capture
+from cdc_kit import olap, oltp
+from cdc_kit.capture import Capture, snapshot
 from cdc_kit.router import Router
 from cdc_kit.services.broker import create_topics
 from cdc_kit.services.process import wait_until

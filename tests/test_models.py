@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from cdc_kit import olap, oltp
-from cdc_kit.events import EventParseError, parse_event
+from cdc_kit.contract import EventParseError, parse_event
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 
 
@@ -42,7 +42,7 @@ def test_parse_event_names_what_is_wrong(raw: bytes | None, reason: str) -> None
 
 def test_snapshot_rows_without_lsn_get_version_zero() -> None:
     event = parse_event(b'{"metadata": {"table": "customer", "operation": "read"}, "payload": {}}')
-    assert event.metadata.lsn_int == 0
+    assert event.lsn == 0
 
 
 def test_lsn_round_trip() -> None:

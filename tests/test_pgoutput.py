@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from cdc_kit import pgoutput as pg
-from cdc_kit.change_events import ChangeEventBuilder
+from cdc_kit.capture.changes import ChangeEventBuilder
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 
 DATA = Path(__file__).parent / "data" / "pgoutput"

@@ -35,11 +35,6 @@ def find_broker_bin() -> str:
         raise CdcKitError(f"no Tansu broker binary for this platform: {exc}") from exc
 
 
-def cluster_id(admin: KafkaAdminClient) -> str:
-    """The running broker's cluster id: it changes on every restart of the embedded broker."""
-    return str(admin.describe_cluster().get("cluster_id"))
-
-
 def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> list[str]:
     """Create topics that do not exist yet (1 partition keeps commit order). Returns created."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)

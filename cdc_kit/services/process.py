@@ -58,6 +58,20 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports nothing listens on right now (the OS picks them; all held until all are chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def tcp_answers(host: str, port: int, timeout: float = 0.5) -> bool:
     """True if a TCP connection to host:port succeeds."""
     try:
@@ -204,19 +218,28 @@ class ProcessService(ABC):
         detail = "stale pid file (process gone)" if stale else ""
         return ServiceStatus(self.name, self.address, pid, pid is not None, healthy, detail)
 
-    def ensure_started(self) -> bool:
-        """Start the service unless ours already runs and is healthy. True if it was started."""
+    def ensure_started(self, deadline: float | None = None) -> bool:
+        """Start the service unless ours already runs and is healthy. True if it was started.
+
+        `deadline` (time.monotonic()) bounds the wait for health; default: `start_timeout`.
+        """
         pid = self.running_pid()
         if pid is not None:
-            if wait_until(self.healthy, timeout=5.0):
+            if wait_until(self.healthy, timeout=self._time_left(deadline, 5.0)):
                 return False
             # Ours, but not answering: replace it rather than leave a half-dead service.
             self.stop()
         self.state_file.unlink(missing_ok=True)
         self._check_ports()
         self.prepare()
-        self._spawn()
+        self._spawn(self._time_left(deadline, self.start_timeout))
         return True
+
+    @staticmethod
+    def _time_left(deadline: float | None, at_most: float) -> float:
+        if deadline is None:
+            return at_most
+        return max(0.0, min(at_most, deadline - time.monotonic()))
 
     def _check_ports(self) -> None:
         for host, port, env_var in self.ports():
@@ -227,7 +250,7 @@ class ProcessService(ABC):
                     f"stop it or choose another port with {env_var}=<port>"
                 )
 
-    def _spawn(self) -> None:
+    def _spawn(self, timeout: float) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             log.write(f"\n--- starting {self.name} at {time.ctime()} ---\n".encode())
@@ -245,15 +268,13 @@ class ProcessService(ABC):
                 raise CdcKitError(f"{self.name}: cannot start {self.command()[0]}: {exc}") from exc
         _CHILDREN[child.pid] = child
         self._write_state(child.pid)
-        started = wait_until(
-            lambda: child.poll() is None and self.healthy(), timeout=self.start_timeout
-        )
+        started = wait_until(lambda: child.poll() is None and self.healthy(), timeout=timeout)
         if not started:
             code = child.poll()
             self.stop()
             reason = f"exited with code {code}" if code is not None else "did not become healthy"
             raise CdcKitError(
-                f"{self.name} {reason} within {self.start_timeout:.0f} s; "
+                f"{self.name} {reason} within {timeout:.0f} s; "
                 f"last log lines: {self.log_tail(3)!r} (full log: {self.log_file})"
             )
         self.after_start()

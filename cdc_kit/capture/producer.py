@@ -1,13 +1,9 @@
 """Capture's producer: sends each transaction's events and knows when all of them are acked.
 
-Capture is the hot path (one Kafka message per row change), so it uses confluent-kafka
-(librdkafka): measured ~1M msg/s against the embedded broker, where kafka-python's pure-Python
-producer tops out near 50k and took ~45% of capture's time. Learner-facing code keeps
-kafka-python (`Stack.kafka_producer()`); both speak the same protocol to the same topic.
-
-Settings follow FIELD_NOTES: no idempotence (an idempotent producer breaks for good when the
-memory-only broker restarts), one request in flight (keeps order without idempotence), acks
-from all replicas, and a message timeout short enough that a dead broker surfaces as an error.
+Capture is a hot path (one Kafka message per row change), so it produces with librdkafka
+(`clients.rdkafka_producer`): kafka-python's pure-Python producer took ~45% of capture's time.
+A message timeout short enough that a dead broker surfaces as an error, then capture starts
+over from the slot.
 """
 
 from __future__ import annotations
@@ -16,9 +12,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
-from cdc_kit.change_events import OutgoingEvent
+from cdc_kit import clients
+from cdc_kit.config import Settings
+from cdc_kit.contract import OutgoingEvent
 
 
 class DeliveryError(RuntimeError):
@@ -41,27 +39,10 @@ class _Transaction:
 class TransactionProducer:
     """Produce transactions in order; `acked_lsn` is the end LSN of the last fully acked one."""
 
-    def __init__(self, bootstrap: str, topic: str, client_id: str = "cdc-kit-capture") -> None:
+    def __init__(self, settings: Settings, client_id: str = "cdc-kit-capture") -> None:
+        topic = settings.cdc_topic
         self.topic = topic
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "client.id": client_id,
-                "enable.idempotence": False,
-                "acks": "all",
-                "max.in.flight.requests.per.connection": 1,
-                "linger.ms": 5,
-                "batch.num.messages": 10000,
-                "queue.buffering.max.messages": 500000,
-                "message.timeout.ms": 30000,
-                "reconnect.backoff.max.ms": 1000,
-                "message.max.bytes": 8 * 2**20,
-                # Never let a metadata request create our topic: the broker would make it with
-                # its default 4 partitions, and keyed messages would scatter (FIELD_NOTES).
-                "allow.auto.create.topics": False,
-                "log_level": 3,  # errors only: a restarting broker is expected, not news
-            }
-        )
+        self._producer = clients.rdkafka_producer(settings, **{"client.id": client_id})
         metadata = self._producer.list_topics(topic, timeout=10)
         described = metadata.topics.get(topic)
         if described is None or described.error is not None or not described.partitions:

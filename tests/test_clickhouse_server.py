@@ -51,7 +51,8 @@ def free_port() -> int:
 
 
 def start_server(data_dir: Path, log_path: Path, timeout: float = 30.0) -> tuple[Server, float]:
-    """Start `python -m cdc_kit.chdb_server`; returns it and the seconds until /ping answered.
+    """Start the endpoint (`python -m cdc_kit.services.clickhouse_server`); returns it and the
+    seconds until /ping answered.
 
     TZ is set to a non-UTC zone to show the server reports UTC regardless.
     """
@@ -59,7 +60,7 @@ def start_server(data_dir: Path, log_path: Path, timeout: float = 30.0) -> tuple
     began = time.monotonic()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cdc_kit.chdb_server", "--port", str(port)]
+            [sys.executable, "-m", "cdc_kit.services.clickhouse_server", "--port", str(port)]
             + ["--data-dir", str(data_dir)],
             cwd=REPO,
             env={**os.environ, "TZ": "Europe/Berlin"},
@@ -321,7 +322,7 @@ def test_data_survives_a_restart_and_sigterm_exits_cleanly(tmp_path: Path) -> No
         http(first, "/", b"CREATE TABLE local.kept (id UInt64) ENGINE = MergeTree ORDER BY id")
         http(first, "/", b"INSERT INTO local.kept SELECT number FROM numbers(10)")
         rival = subprocess.run(  # one process per data folder: a second one must give up
-            [sys.executable, "-m", "cdc_kit.chdb_server", "--port", str(free_port())]
+            [sys.executable, "-m", "cdc_kit.services.clickhouse_server", "--port", str(free_port())]
             + ["--data-dir", str(first.data_dir)],
             cwd=REPO,
             capture_output=True,

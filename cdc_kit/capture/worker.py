@@ -16,7 +16,6 @@ Failures never end the service: it logs one clear line, waits, and starts a fres
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import select
 import signal
@@ -28,18 +27,18 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extras
-from kafka.admin import KafkaAdminClient
 from psycopg2 import sql
 
-from cdc_kit import pgoutput, replication, snapshot
-from cdc_kit.change_events import ChangeEventBuilder, OutgoingEvent
+from cdc_kit import clients, pgoutput, replication
+from cdc_kit.capture import snapshot
+from cdc_kit.capture.changes import ChangeEventBuilder
+from cdc_kit.capture.heartbeat import heartbeat_path, write_heartbeat
+from cdc_kit.capture.producer import TransactionProducer
 from cdc_kit.config import Settings, get_settings
-from cdc_kit.delivery import TransactionProducer
+from cdc_kit.contract import OutgoingEvent
 from cdc_kit.errors import CdcKitError, one_line
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.progress import ensure_progress_table, read_progress
-from cdc_kit.services.broker import cluster_id
-from cdc_kit.stack import get_stack
 
 log = logging.getLogger("cdc_kit.capture")
 
@@ -89,15 +88,14 @@ class Capture:
     tick_interval = 0.2
     log_interval = 5.0
 
-    def __init__(self, settings: Settings | None = None, status_file: Path | None = None) -> None:
-        """`status_file`: where the service publishes its heartbeat (`up`/`status` read it).
+    def __init__(self, settings: Settings | None = None, heartbeat: Path | None = None) -> None:
+        """`heartbeat`: where the service publishes its heartbeat (`up`/`status` read it).
 
         Only the service process passes one; a Capture run in a notebook or test does not,
         so it can never make the service look unhealthy.
         """
         self.settings = settings or get_settings()
-        self.status_file = status_file
-        self.stack = get_stack(self.settings)
+        self.heartbeat = heartbeat
         self.stats = CaptureStats()
         self._stop = threading.Event()
         self._streaming_since: float | None = None
@@ -148,9 +146,9 @@ class Capture:
                 )
             conn.autocommit = False
             snapshot.ensure_state_table(conn)
-            producer = TransactionProducer(str(s.kafka_bootstrap), s.cdc_topic)
-            admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=5000)
-            broker_id = cluster_id(admin)
+            producer = TransactionProducer(s)
+            admin = clients.kafka_admin(s)
+            broker_id = clients.cluster_id(admin)
             repl = psycopg2.connect(
                 str(s.pg_dsn), connection_factory=psycopg2.extras.LogicalReplicationConnection
             )
@@ -296,7 +294,7 @@ class Capture:
         builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))
         state = _StreamState(cluster_id=broker_id, snapshot_pending=snapshot_pending, conn=conn)
         if s.confirm_after == "router":
-            state.warehouse = self.stack.clickhouse(database="default")
+            state.warehouse = clients.clickhouse(s, database="default")
             ensure_progress_table(state.warehouse, s.clickhouse_database)
         self._write_status("streaming")
         self._streaming_since = time.monotonic()
@@ -355,7 +353,7 @@ class Capture:
             # Nothing of ours is in flight: everything PostgreSQL decoded so far is safe. This
             # keeps an idle slot from pinning WAL when other databases or tables change.
             safe = max(safe, cursor.wal_end or 0)
-        if cluster_id(admin) != state.cluster_id:
+        if clients.cluster_id(admin) != state.cluster_id:
             # Checked before every confirmation: after a broker restart nothing may be
             # confirmed on the strength of acks or progress from the new, emptied broker.
             raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
@@ -381,34 +379,18 @@ class Capture:
             state.next_log = now + self.log_interval
 
     def _write_status(self, state: str, error: str = "") -> None:
-        """A small JSON file `status` and the CaptureService health check read."""
-        path = self.status_file
-        if path is None:
+        """Beat the heartbeat that `status` and the CaptureService health check read."""
+        if self.heartbeat is None:
             return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {
-                        "state": state,
-                        "error": error,
-                        "heartbeat": time.time(),
-                        "events": self.stats.events,
-                        "snapshot_rows": self.stats.snapshot_rows,
-                        "confirmed_lsn": lsn_to_str(self.stats.confirmed_lsn),
-                        "sessions": self.stats.sessions,
-                    }
-                )
-            )
-            tmp.replace(path)
-        except OSError:
-            pass  # the status file is a courtesy; capture works without it
-
-
-def status_file_path(settings: Settings) -> Path:
-    """Where the capture service of this slot writes its heartbeat (one file per slot)."""
-    return settings.home / "run" / f"capture.{settings.slot_name}.status.json"
+        write_heartbeat(
+            self.heartbeat,
+            state,
+            error=error,
+            events=self.stats.events,
+            snapshot_rows=self.stats.snapshot_rows,
+            confirmed_lsn=lsn_to_str(self.stats.confirmed_lsn),
+            sessions=self.stats.sessions,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("kafka").setLevel(logging.ERROR)
     settings = get_settings()
-    capture = Capture(settings, status_file=status_file_path(settings))
+    capture = Capture(settings, heartbeat=heartbeat_path(settings))
     signal.signal(signal.SIGTERM, lambda *_: capture.stop())
     signal.signal(signal.SIGINT, lambda *_: capture.stop())
     capture.run()

@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdc_kit.change_events import OutgoingEvent, message_key
+from cdc_kit.contract import OutgoingEvent, build_event
 
 STATE_SCHEMA = "cdc_kit"
 STATE_TABLE = "snapshot_state"
@@ -90,17 +90,13 @@ def read_snapshot(
             for row in cur:
                 if columns is None:
                     columns = [desc.name for desc in cur.description]
-                payload = dict(zip(columns, row, strict=True))
-                metadata = {
-                    "table": table,
-                    "operation": "read",
-                    "lsn": "0/0",
-                    "schema": schema,
-                    "snapshot": snapshot_name or "retake",
-                }
-                yield OutgoingEvent(
-                    key=message_key(table, payload, keys),
-                    value={"metadata": metadata, "payload": payload},
-                    end_lsn=0,
+                yield build_event(
+                    table,
+                    "read",
+                    dict(zip(columns, row, strict=True)),
+                    lsn=0,
+                    key_columns=keys,
+                    schema=schema,
+                    snapshot=snapshot_name or "retake",
                 )
     conn.commit()

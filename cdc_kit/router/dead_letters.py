@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.binding import quote_identifier
@@ -61,21 +61,6 @@ class DeadLetter:
             "original": original,
         }
         return json.dumps(body, ensure_ascii=False).encode()
-
-
-def make_dead_letter(record: Any, stage: str, error: str) -> DeadLetter:
-    """A dead letter for a consumed Kafka record."""
-    value = record.value if record.value is not None else b""
-    return DeadLetter(
-        stage=stage,
-        error=error,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=bytes(value),
-        failed_at=datetime.now(UTC),
-    )
 
 
 def ensure_dead_letter_table(client: Any, database: str) -> None:

@@ -18,25 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from cdc_kit import pgoutput
-from cdc_kit.events import encode_json
+from cdc_kit.contract import OutgoingEvent, build_event
 from cdc_kit.lsn import lsn_to_str
-
-
-@dataclass
-class OutgoingEvent:
-    """One Kafka message: key, value (the contract as a dict) and the commit it belongs to."""
-
-    key: bytes
-    value: dict[str, Any]
-    end_lsn: int
-
-    def encode(self) -> bytes:
-        return encode_json(self.value)
-
-
-def message_key(table: str, payload: dict[str, Any], key_columns: list[str]) -> bytes:
-    """`<table>:<pk>` so that one row's changes stay in one partition, in order."""
-    return (table + ":" + ":".join(str(payload.get(col)) for col in key_columns)).encode()
 
 
 @dataclass
@@ -201,18 +184,16 @@ class ChangeEventBuilder:
     def _event(
         self, relation: pgoutput.Relation, operation: str, payload: dict[str, Any], lsn: int
     ) -> OutgoingEvent:
-        metadata = {
-            "table": relation.name,
-            "operation": operation,
-            "lsn": lsn_to_str(lsn),
-            "schema": relation.namespace,
-            "xid": self._target(None).xid if self._target(None) else None,
-        }
-        if operation == "truncate":
-            key = f"{relation.name}:*".encode()  # the whole table
-        else:
-            key = message_key(relation.name, payload, self.key_columns(relation))
-        return OutgoingEvent(key=key, value={"metadata": metadata, "payload": payload}, end_lsn=0)
+        txn = self._target(None)
+        return build_event(
+            relation.name,
+            operation,
+            payload,
+            lsn,
+            key_columns=self.key_columns(relation),
+            schema=relation.namespace,
+            xid=txn.xid if txn else None,
+        )
 
 
 def _identity_columns(relation: pgoutput.Relation) -> list[str]:

@@ -1,8 +1,8 @@
-"""The embedded ClickHouse: one process owning a chDB data folder, reached over HTTP.
+"""The embedded ClickHouse service: one process owning a chDB data folder, reached over HTTP.
 
 chDB allows one process per data folder, but notebooks, the router and tests are separate
-processes, so one server (`cdc_kit.chdb_server`) owns the folder and everyone else uses the
-official clickhouse-connect client over the ClickHouse HTTP interface.
+processes, so one server (`cdc_kit.services.clickhouse_server`) owns the folder and everyone
+else uses the official clickhouse-connect client over the ClickHouse HTTP interface.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import urllib.request
 from cdc_kit.services.process import ProcessService
 
 
-class WarehouseService(ProcessService):
+class ClickHouseService(ProcessService):
     """chDB behind the ClickHouse HTTP interface on 127.0.0.1."""
 
     name = "clickhouse"
@@ -40,7 +40,7 @@ class WarehouseService(ProcessService):
         return [
             sys.executable,
             "-m",
-            "cdc_kit.chdb_server",
+            "cdc_kit.services.clickhouse_server",
             "--host",
             self.settings.clickhouse_host,
             "--port",

@@ -4,7 +4,7 @@ chDB is ClickHouse as a library, and only one process may open a data folder. No
 router and tests are separate processes, so this one server owns the folder and everyone else
 uses the official `clickhouse-connect` client (or curl) over HTTP, as against a real server.
 
-    python -m cdc_kit.chdb_server --host 127.0.0.1 --port 18123 --data-dir .cdc_kit/clickhouse/data
+    python -m cdc_kit.services.clickhouse_server --port 18123 --data-dir .cdc_kit/clickhouse/data
 
 What it speaks (docs/clickhouse-endpoint.md lists the limits):
 - `GET /ping` and `GET /` answer `Ok.`; SQL comes from `?query=`, the body, or both (the body is
@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import lz4.frame
 
-log = logging.getLogger("cdc_kit.chdb_server")
+log = logging.getLogger("cdc_kit.services.clickhouse_server")
 
 #: URL parameters that steer the HTTP exchange, never applied as settings.
 TRANSPORT_PARAMS = frozenset({
@@ -316,7 +316,7 @@ def _zstd() -> Any:
     return zstd
 
 
-# ---- the warehouse: one chDB session, one lock ------------------------------------------------
+# ---- the engine: one chDB session, one lock ------------------------------------------------------
 @dataclass
 class ClientSession:
     """What a client's `session_id` keeps between requests: its SETs and its USE."""
@@ -326,7 +326,7 @@ class ClientSession:
     expires: float = 0.0
 
 
-class Warehouse:
+class ChdbEngine:
     """One chDB session shared by every request, behind one lock (chDB is not thread-safe).
 
     The chDB session's settings and current database are shared state, so each request
@@ -518,7 +518,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # No Nagle: with delayed ACKs a small answer would wait ~40 ms (FIELD_NOTES).
+        # No Nagle: with delayed ACKs a small answer waited ~40 ms (measured).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -552,7 +552,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, b"Ok.\n")
                 return
             request = build_request(params, body, self.headers.get("Content-Type", ""))
-            data, summary = self.server.warehouse.run(request)
+            data, summary = self.server.engine.run(request)
             self._answer(request, params.get("query_id"), data, summary)
         except RequestError as exc:
             log.debug("request failed: %s", exc)
@@ -657,7 +657,7 @@ class Handler(BaseHTTPRequestHandler):
             f"Content-Length: {len(body)}",
             f"Connection: {'close' if self.close_connection else 'Keep-Alive'}",
             f"X-ClickHouse-Server-Display-Name: {SERVER_NAME}",
-            f"X-ClickHouse-Timezone: {self.server.warehouse.timezone}",
+            f"X-ClickHouse-Timezone: {self.server.engine.timezone}",
         ]
         if not self.close_connection:
             lines.append(f"Keep-Alive: timeout={IDLE_TIMEOUT}")
@@ -682,12 +682,12 @@ def content_type_of(fmt: str) -> str:
 
 
 class ChdbHTTPServer(ThreadingHTTPServer):
-    """A thread per connection; every request shares one Warehouse. Closing it frees the folder."""
+    """A thread per connection; every request shares one ChdbEngine. Closing it frees the folder."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], warehouse: Warehouse) -> None:
-        self.warehouse = warehouse
+    def __init__(self, address: tuple[str, int], engine: ChdbEngine) -> None:
+        self.engine = engine
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -699,7 +699,7 @@ class ChdbHTTPServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self.warehouse.close()
+        self.engine.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A failing connection is logged in one line (a traceback for bugs), never fatal."""
@@ -715,11 +715,11 @@ def make_server(host: str, port: int, data_dir: Path) -> ChdbHTTPServer:
 
     `server_close()` also closes the chDB session, which releases the folder's lock.
     """
-    warehouse = Warehouse(Path(data_dir))
+    engine = ChdbEngine(Path(data_dir))
     try:
-        return ChdbHTTPServer((host, port), warehouse)
+        return ChdbHTTPServer((host, port), engine)
     except BaseException:
-        warehouse.close()
+        engine.close()
         raise
 
 
@@ -734,7 +734,7 @@ def _on_signal(server: ChdbHTTPServer) -> Callable[[int, Any], None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cdc_kit.chdb_server",
+        prog="python -m cdc_kit.services.clickhouse_server",
         description="chDB behind the ClickHouse HTTP interface (for clickhouse-connect and curl)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -748,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # UTC like the docker stack's ClickHouse, whatever the learner's laptop uses. chDB reads
-    # TZ once, when it is first imported (in Warehouse), so this must come first.
+    # TZ once, when it is first imported (in ChdbEngine), so this must come first.
     os.environ["TZ"] = "UTC"
     if hasattr(time, "tzset"):
         time.tzset()
@@ -760,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _on_signal(server))
     host, port = server.server_address[:2]
-    version = server.warehouse.version
+    version = server.engine.version
     log.info("listening on http://%s:%d (chDB %s, data in %s)", host, port, version, args.data_dir)
     try:
         server.serve_forever(poll_interval=0.2)
