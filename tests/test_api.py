@@ -7,6 +7,8 @@ through capture and a router, like any other change.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -252,3 +254,21 @@ def test_api_writes_arrive_in_clickhouse(api: httpx.Client, stack: Stack) -> Non
         assert deleted == [(1,)]  # the soft delete the seed describes
     finally:
         router.close()
+
+
+def test_readme_curl_commands_work_as_written(api: httpx.Client) -> None:
+    """The README's copy of the seed's curl commands, run by curl against this server."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"The seed's commands work as written:\n\n```bash\n(.*?)```", readme, re.S)
+    assert block, "README lost the seed's curl commands"
+    script = block[1].replace("localhost:3002", f"{api.base_url.host}:{api.base_url.port}")
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith('{"status":"healthy"}')
+    assert ran.stdout.count('"id":') == 2
+    assert '"email":"jane@example.com"' in ran.stdout and '"price":"29.99"' in ran.stdout
