@@ -1,7 +1,8 @@
 """The seed's HTTP write path: FastAPI endpoints that write the kit's SQLModel entities.
 
-`python -m cdc_kit api --port 3002` serves them (Swagger UI at /docs). Every write lands in
-PostgreSQL only; capture and the router carry it into ClickHouse like any other change.
+`python -m cdc_kit api --port 3002` serves them (Swagger UI at /docs) on the configured
+PostgreSQL, which must be running (`python -m cdc_kit up`). Every write lands in PostgreSQL
+only; capture and the router carry it into ClickHouse like any other change.
 Bodies and answers use the entities' own field names, which are camelCase as in the seed.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, select
 
 from cdc_kit import oltp
@@ -189,6 +190,7 @@ def create_app(engine: Any) -> FastAPI:
 def check_port_free(host: str, port: int) -> None:
     """One clear line instead of uvicorn's traceback when the port is taken."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -207,10 +209,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from cdc_kit.stack import ensure_running
+    from cdc_kit.stack import get_stack
 
     check_port_free(args.host, args.port)
-    engine = ensure_running().pg_engine()
-    oltp.create_all(engine)  # like the seed's init_db.py: safe to run again
+    stack = get_stack()
+    engine = stack.pg_engine()
+    try:
+        oltp.create_all(engine)  # like the seed's init_db.py: safe to run again
+    except OperationalError as exc:
+        s = stack.settings
+        raise CdcKitError(
+            f"api: cannot reach PostgreSQL at {s.pg_host}:{s.pg_port} ({first_line(exc.orig)}); "
+            "start the stack first: python -m cdc_kit up"
+        ) from exc
     uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,4 +1,4 @@
-"""The seed's HTTP write path: a real `python -m cdc_kit api` server on the session stack.
+"""The seed's HTTP write path: a real `python -m cdc_kit api` server on the session services.
 
 The seed's curl bodies are sent exactly as written; what the API writes must reach ClickHouse
 through capture and a router, like any other change.
@@ -6,7 +6,6 @@ through capture and a router, like any other change.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,11 +17,20 @@ from typing import Any
 
 import httpx
 import pytest
+from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.exceptions import DatabaseError
+from psycopg2 import sql
 
+from cdc_kit.config import Settings, settings_env
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
-from tests.conftest import REPO, free_ports
+from tests.conftest import (
+    REPO,
+    drop_slot_and_publication,
+    free_ports,
+    isolated_settings,
+    settings_from,
+)
 
 # The seed's "Create Test Data" commands, byte for byte (README, "What to Verify").
 SEED_CUSTOMER = """{
@@ -39,13 +47,59 @@ SEED_PRODUCT = """{
 JSON = {"Content-Type": "application/json"}
 
 
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture(scope="module")
-def api(stack: Stack, stack_env: dict[str, str]) -> Iterator[httpx.Client]:
-    """`python -m cdc_kit api --port N` against the session stack, as a learner starts it."""
+def api_lab(stack: Stack, stack_env: dict[str, str]) -> Iterator[Settings]:
+    """A lab of the API's own on the session services: its own PostgreSQL database, slot,
+    topics and ClickHouse database, with its own `python -m cdc_kit capture` process.
+
+    The API creates rows the lessons' sample data does not expect, so it never writes to the
+    session's lesson database.
+    """
+    tag = uuid.uuid4().hex[:8]
+    database = f"api_{tag}"
+    admin = stack.pg_connection()
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    settings = isolated_settings(settings_from({**stack_env, "CDC_KIT_PG_DATABASE": database}), tag)
+    capture = subprocess.Popen(
+        [sys.executable, "-m", "cdc_kit", "capture"],
+        env=settings_env(settings),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield settings
+    finally:
+        stop(capture)
+        lab = Stack(settings)
+        conn = lab.pg_connection()
+        conn.autocommit = True
+        drop_slot_and_publication(conn, settings)
+        conn.close()
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+        admin.close()
+        ch_database = quote_identifier(settings.clickhouse_database)
+        stack.clickhouse().command(f"DROP DATABASE IF EXISTS {ch_database}")
+
+
+@pytest.fixture(scope="module")
+def api(api_lab: Settings) -> Iterator[httpx.Client]:
+    """`python -m cdc_kit api --port N`, started as a learner starts it."""
     port = free_ports(1)[0]
     server = subprocess.Popen(
         [sys.executable, "-m", "cdc_kit", "api", "--port", str(port)],
-        env={**os.environ, **stack_env},
+        env=settings_env(api_lab),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -56,9 +110,8 @@ def api(stack: Stack, stack_env: dict[str, str]) -> Iterator[httpx.Client]:
         deadline = time.monotonic() + 120
         while True:
             if server.poll() is not None:
-                pytest.fail(
-                    f"the API server exited: {server.stdout.read() if server.stdout else ''}"
-                )
+                output = server.stdout.read() if server.stdout else ""
+                pytest.fail(f"the API server exited: {output}")
             try:
                 if client.get("/health").status_code == 200:
                     break
@@ -70,11 +123,7 @@ def api(stack: Stack, stack_env: dict[str, str]) -> Iterator[httpx.Client]:
         yield client
     finally:
         client.close()
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 def post(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -209,24 +258,25 @@ def route_until(router: Router, check: Any, timeout: float = 120.0) -> None:
         router.step(timeout_ms=200)
 
 
-def test_api_writes_arrive_in_clickhouse(api: httpx.Client, stack: Stack) -> None:
+def test_api_writes_arrive_in_clickhouse(api: httpx.Client, api_lab: Settings) -> None:
     email = f"api-{uuid.uuid4().hex[:8]}@example.com"
     customer = post(
         api, "/api/customers", {"email": email, "name": "Api Test", "country": "FR", "city": "Lyon"}
     )
     order = post(api, "/api/orders", {"customerId": customer["id"], "total": "42.00"})
     api.patch(f"/api/orders/{order['id']}", json={"status": "paid"})
-    ch = stack.clickhouse()
+    lab = Stack(api_lab)
+    ch = lab.clickhouse()  # the lab's own ClickHouse database
 
-    def one(sql: str, row_id: int) -> list[tuple]:
+    def one(query: str, row_id: int) -> list[tuple]:
         try:
-            return ch.query(sql, parameters={"id": row_id}).result_rows
+            return ch.query(query, parameters={"id": row_id}).result_rows
         except DatabaseError as exc:
-            if "UNKNOWN_TABLE" in str(exc):  # the router creates a table at its first row
-                return []
+            if "UNKNOWN_TABLE" in str(exc) or "UNKNOWN_DATABASE" in str(exc):
+                return []  # the router creates them when it meets the first row
             raise
 
-    router = Router(stack, group=f"api_test_{uuid.uuid4().hex[:8]}")
+    router = Router(lab)  # its group is the one the lab's capture waits for
     try:
         route_until(
             router,
