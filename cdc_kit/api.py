@@ -209,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from cdc_kit.stack import get_stack
+    from cdc_kit.config import get_settings
+    from cdc_kit.stack import Stack
 
     check_port_free(args.host, args.port)
-    stack = get_stack()
+    stack = Stack(get_settings())
     engine = stack.pg_engine()
     try:
         oltp.create_all(engine)  # like the seed's init_db.py: safe to run again
