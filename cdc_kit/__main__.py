@@ -78,6 +78,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args.rest)
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from cdc_kit.api import main as api_main
+
+    return api_main(args.rest)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "up": (cmd_up, "start the embedded stack (idempotent); in docker mode, check it"),
     "down": (cmd_down, "stop the services cdc-kit started"),
@@ -86,11 +92,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "capture": (cmd_capture, "run the capture service in the foreground"),
     "route": (cmd_route, "run the router as a service in the foreground"),
     "demo": (cmd_demo, "make a few changes and show them arrive in ClickHouse"),
+    "api": (cmd_api, "serve the seed's HTTP write API (FastAPI, default port 3002)"),
 }
 
 
 #: Commands with options of their own (see `python -m cdc_kit route --help`).
-PASS_THROUGH = ("capture", "route", "demo")
+PASS_THROUGH = ("capture", "route", "demo", "api")
 
 
 def build_parser() -> argparse.ArgumentParser:
