@@ -1,16 +1,18 @@
 """Memory and latency of the embedded ClickHouse endpoint, an older version beside this one.
 
 Run: `python bench/bench_endpoint_memory.py [--baseline 36e9f6c] [--rounds 2]`.
-Each round starts both servers in turn (the baseline from `git show REV:cdc_kit/chdb_server.py`,
-then the working tree's), each on a fresh data folder, and measures with clickhouse-connect:
-idle RSS, a 100,000-row insert of the customer shape (time, RSS after, peak during),
-`count() FINAL` and `SELECT * FINAL` over those rows (median time, peak RSS), `SELECT 1` and
-a single-row insert (median time). Prints one table; numbers only, no asserts.
+Compares the baseline (`git show REV:cdc_kit/chdb_server.py`) with the working tree's, each on
+a fresh data folder, through clickhouse-connect. Memory, each server alone: idle RSS, a
+100,000-row insert of the customer shape (time, peak RSS, RSS after), peak RSS during
+`count() FINAL` and `SELECT * FINAL` over those rows. Latency, both servers at once with the
+timed calls alternating between them (other load on the machine slows both alike): the FINAL
+queries, `SELECT 1`, a single-row insert. Prints one table; numbers only, no asserts.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import statistics
 import subprocess
@@ -19,7 +21,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,50 +86,96 @@ def running_server(command: list[str], root: Path) -> Iterator[tuple[int, int, f
         log.close()
 
 
-def median_ms(action: Callable[[], object], times: int) -> float:
-    spent = []
+def medians_ms(
+    clients: dict[str, Any], action: Callable[[Any], object], times: int
+) -> dict[str, float]:
+    """Median milliseconds of `action` per server, the servers taking turns call by call, so a
+    busy moment of the machine slows them alike."""
+    spent: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(times):
-        began = time.perf_counter()
-        action()
-        spent.append((time.perf_counter() - began) * 1000)
-    return statistics.median(spent)
+        for name, client in clients.items():
+            began = time.perf_counter()
+            action(client)
+            spent[name].append((time.perf_counter() - began) * 1000)
+    return {name: statistics.median(values) for name, values in spent.items()}
 
 
-def measure(command: list[str]) -> dict[str, float]:
-    root = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_endpoint_"))
-    try:
-        with running_server(command, root) as (pid, port, startup):
-            out: dict[str, float] = {"startup_s": startup}
+def memory(command: list[str]) -> dict[str, float]:
+    """Resident memory of one server running alone (two would share chDB's library pages)."""
+    out: dict[str, float] = {}
+    with ExitStack() as stack:
+        root = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_endpoint_"))
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        pid, port, out["startup_s"] = stack.enter_context(running_server(command, root))
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1", port=port, autogenerate_session_id=False
+        )
+        time.sleep(1.0)  # let start-up work settle
+        out["idle_mb"] = rss_mb(pid)
+        client.command(CUSTOMER_DDL)
+        with PeakMemory({"server": pid}, interval=0.01) as peak:
+            began = time.perf_counter()
+            client.insert("local.customer", customer_rows(100_000), column_names=COLUMNS)
+            out["insert_100k_ms"] = (time.perf_counter() - began) * 1000
+        out["insert_peak_mb"] = peak.peak_mb["server"]
+        out["after_insert_mb"] = rss_mb(pid)
+        with PeakMemory({"server": pid}, interval=0.01) as peak:
+            for _ in range(20):
+                client.command("SELECT count() FROM local.customer FINAL")
+            for _ in range(3):
+                client.query("SELECT * FROM local.customer FINAL")
+        out["final_peak_mb"] = peak.peak_mb["server"]
+        out["end_mb"] = rss_mb(pid)
+    return out
+
+
+def latency(commands: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Median times with every server running at once, the servers taking turns call by call."""
+    with ExitStack() as stack:
+        clients = {}
+        for name, command in commands.items():
+            root = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_endpoint_"))
+            stack.callback(shutil.rmtree, root, ignore_errors=True)
+            _, port, _ = stack.enter_context(running_server(command, root))
             client = clickhouse_connect.get_client(
                 host="127.0.0.1", port=port, autogenerate_session_id=False
             )
-            time.sleep(1.0)  # let start-up work settle
-            out["idle_mb"] = rss_mb(pid)
             client.command(CUSTOMER_DDL)
-            rows = customer_rows(100_000)
-            with PeakMemory({"server": pid}, interval=0.01) as peak:
-                began = time.perf_counter()
-                client.insert("local.customer", rows, column_names=COLUMNS)
-                out["insert_100k_ms"] = (time.perf_counter() - began) * 1000
-            out["insert_peak_mb"] = peak.peak_mb["server"]
-            out["after_insert_mb"] = rss_mb(pid)
-            with PeakMemory({"server": pid}, interval=0.01) as peak:
-                out["count_final_ms"] = median_ms(
-                    lambda: client.command("SELECT count() FROM local.customer FINAL"), 30
-                )
-                out["select_final_ms"] = median_ms(
-                    lambda: client.query("SELECT * FROM local.customer FINAL"), 5
-                )
-            out["final_peak_mb"] = peak.peak_mb["server"]
-            out["select_1_ms"] = median_ms(lambda: client.command("SELECT 1"), 200)
-            one = customer_rows(1, start=200_000)
-            out["insert_1_ms"] = median_ms(
-                lambda: client.insert("local.customer", one, column_names=COLUMNS), 30
-            )
-            out["end_mb"] = rss_mb(pid)
-            return out
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+            client.insert("local.customer", customer_rows(100_000), column_names=COLUMNS)
+            clients[name] = client
+        one = customer_rows(1, start=200_000)
+        timings = {
+            "count_final_ms": medians_ms(
+                clients, lambda c: c.command("SELECT count() FROM local.customer FINAL"), 50
+            ),
+            "select_final_ms": medians_ms(
+                clients, lambda c: c.query("SELECT * FROM local.customer FINAL"), 7
+            ),
+            "select_1_ms": medians_ms(clients, lambda c: c.command("SELECT 1"), 200),
+            "insert_1_ms": medians_ms(
+                clients, lambda c: c.insert("local.customer", one, column_names=COLUMNS), 50
+            ),
+        }
+    return {name: {key: timings[key][name] for key in timings} for name in commands}
+
+
+def measure(commands: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """One round: memory of each server alone, then latency of all side by side."""
+    out = {name: memory(command) for name, command in commands.items()}
+    for name, numbers in latency(commands).items():
+        out[name].update(numbers)
+    return out
+
+
+def endpoint_module() -> str:
+    """The endpoint's module in the working tree (it moved into cdc_kit.services)."""
+    for name in ("cdc_kit.services.clickhouse_server", "cdc_kit.chdb_server"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        except ModuleNotFoundError:
+            continue
+    raise SystemExit("cannot find the endpoint module in this working tree")
 
 
 def baseline_command(revision: str, folder: Path) -> list[str]:
@@ -166,13 +214,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
     folder = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_baseline_"))
     variants = {
         f"before ({args.baseline})": baseline_command(args.baseline, folder),
-        "after (working tree)": [sys.executable, "-m", "cdc_kit.chdb_server"],
+        "after (working tree)": [sys.executable, "-m", endpoint_module()],
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     try:
         for _ in range(args.rounds):
-            for name, command in variants.items():  # interleaved: drift hits both alike
-                results[name].append(measure(command))
+            for name, numbers in measure(variants).items():
+                results[name].append(numbers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     names = list(results)

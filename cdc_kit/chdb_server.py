@@ -12,12 +12,16 @@ What it speaks (docs/clickhouse-endpoint.md lists the limits):
   `default_format`, else TabSeparated;
 - `param_<name>` fills `{name:Type}` placeholders; `database` picks the current database per
   request; every other non-transport URL parameter is a ClickHouse setting for that request;
-- `session_id` keeps a client's `SET` and `USE` for later requests of that session only, as
-  ClickHouse does (one chDB session serves everyone, so session state is re-applied per request);
+- `session_id` gives a client a chDB connection of its own: its `SET`, `USE` and temporary
+  tables last for its later requests and no one else's, and a second request while one runs is
+  refused (SESSION_IS_LOCKED), as in ClickHouse; requests of different sessions run at once;
+- statements without rows (DDL, INSERT) answer without `X-ClickHouse-Format`, so
+  clickhouse-connect's `command()` returns a QuerySummary, as from ClickHouse;
 - INSERT bodies (`INSERT ... FORMAT Native` + data) compressed as lz4 (several frames), zstd,
   gzip or deflate, with Content-Length or chunked;
 - errors as ClickHouse sends them: `Code: N. DB::Exception: ...` as the body, the
-  `X-ClickHouse-Exception-Code` header, and ClickHouse's HTTP status for that code.
+  `X-ClickHouse-Exception-Code` header, and ClickHouse's HTTP status for that code. Results are
+  built whole before they are sent, so a query failing midway never answers with part of its rows.
 
 Security: no user or password is checked. The server binds only to the address it is given
 (the stack passes 127.0.0.1), so only local processes reach it, and they could open the data
@@ -74,7 +78,10 @@ ONE_WRITE_BYTES = 1 << 20
 #: Idle keep-alive connections are closed after this many seconds.
 IDLE_TIMEOUT = 300
 #: ClickHouse's defaults: sessions expire after 60 s idle, at most 3600 s.
-SESSION_TIMEOUT, MAX_SESSION_TIMEOUT, MAX_SESSIONS = 60, 3600, 1000
+SESSION_TIMEOUT, MAX_SESSION_TIMEOUT = 60, 3600
+#: Each session holds a chDB connection (~0.1 MB); beyond this many the least recently used
+#: idle session is closed.
+MAX_SESSIONS = 100
 #: chDB's Python-only output formats return objects, not bytes.
 CHDB_ONLY_FORMATS = frozenset({"dataframe", "datastore", "arrowtable", "debug"})
 SERVER_NAME = "cdc-kit-chdb"

@@ -52,7 +52,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, log_path: Path, timeout: float = 30.0) -> tuple[Server, float]:
+def start_server(
+    data_dir: Path, log_path: Path, timeout: float = 30.0, options: tuple[str, ...] = ()
+) -> tuple[Server, float]:
     """Start `python -m cdc_kit.chdb_server`; returns it and the seconds until /ping answered.
 
     TZ is set to a non-UTC zone to show the server reports UTC regardless.
@@ -62,7 +64,7 @@ def start_server(data_dir: Path, log_path: Path, timeout: float = 30.0) -> tuple
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cdc_kit.chdb_server", "--port", str(port)]
-            + ["--data-dir", str(data_dir)],
+            + ["--data-dir", str(data_dir), *options],
             cwd=REPO,
             env={**os.environ, "TZ": "Europe/Berlin"},
             stdout=subprocess.DEVNULL,
@@ -281,6 +283,26 @@ def test_one_session_used_by_two_requests_at_once_is_refused(server: Server) -> 
     assert http(server, sql_url("SELECT 1", session_id=shared_id))[::2] == (200, b"1\n")
 
 
+def test_a_long_query_can_be_killed_from_another_client(server: Server, client: Any) -> None:
+    marker = f"long_{uuid.uuid4().hex}"
+    failures: list[DatabaseError] = []
+
+    def long_query() -> None:
+        try:
+            client.command(f"SELECT count() FROM numbers(1e12) WHERE number >= 0 AS {marker}")
+        except DatabaseError as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=long_query)
+    worker.start()
+    other = clickhouse_connect.get_client(host="127.0.0.1", port=server.port)
+    kill = f"KILL QUERY WHERE query LIKE '%AS {marker}' AND query NOT LIKE 'KILL%' SYNC"
+    while not other.query(kill).result_rows:  # until the long query had started
+        assert worker.is_alive(), "the long query ended by itself"
+    worker.join(60)
+    assert [exc.code for exc in failures] == [394]  # QUERY_WAS_CANCELLED
+
+
 def test_a_large_insert_arrives_whole(client: Any, table: str) -> None:
     rows = [[i, f"name {i}", 0, 1] for i in range(100_000)]
     summary = client.insert(table, rows, column_names=COLUMNS)  # several lz4 frames
@@ -407,6 +429,20 @@ def test_the_log_has_no_line_per_request(server: Server) -> None:
 
 
 # ---- lifecycle -----------------------------------------------------------------------------
+def test_a_query_beyond_the_memory_cap_fails_alone(tmp_path: Path) -> None:
+    capped, _ = start_server(
+        tmp_path / "data", tmp_path / "server.log", options=("--max-memory-mb", "100")
+    )
+    try:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=capped.port)
+        with pytest.raises(DatabaseError) as raised:
+            client.command("SELECT length(groupArray(number)) FROM numbers(50000000)")
+        assert raised.value.code == 241  # MEMORY_LIMIT_EXCEEDED, not a killed server
+        assert client.command("SELECT length(groupArray(number)) FROM numbers(1000)") == 1000
+    finally:
+        assert stop_server(capped) == 0
+
+
 def test_data_survives_a_restart_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
     first, startup = start_server(tmp_path / "data", tmp_path / "server.log")
     assert startup < 15, f"first /ping after {startup:.1f} s"
