@@ -619,7 +619,10 @@ class Warehouse:
         with self._lock:
             if self.closed:
                 raise RequestError("The server is shutting down", STD_EXCEPTION)
-            session = self._client_session(request)
+            now = time.monotonic()
+            for key in [key for key, kept in self._sessions.items() if kept.expires < now]:
+                self._drop_session(key)  # idle too long: its connection and tables go
+            session = self._client_session(request, now)
             if session is not None:
                 connection = session.connection
             else:
@@ -653,15 +656,11 @@ class Warehouse:
         if connection is not None:
             connection.close()
 
-    def _client_session(self, request: Request) -> ClientSession | None:
-        """The session of `session_id` (made on first use, dropped when idle too long), now
-        marked busy; None without a session_id. Runs under the lock."""
+    def _client_session(self, request: Request, now: float) -> ClientSession | None:
+        """The session of `session_id` (made on first use), now marked busy; None without a
+        session_id. Runs under the lock."""
         if not request.session_id:
             return None
-        now = time.monotonic()
-        expired = [key for key, kept in self._sessions.items() if kept.expires < now]
-        for key in expired:
-            self._drop_session(key)
         session = self._sessions.get(request.session_id)
         if session is None:
             if request.session_check:
@@ -1005,8 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 1
-    released = release_startup_pages()
-    log.debug("handed back %d MB of chDB's start-up pages", released)
+    advised = release_startup_pages()
+    log.debug("asked the kernel to drop chDB's start-up pages (%d MB of mappings)", advised)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _on_signal(server))
     host, port = server.server_address[:2]
