@@ -235,6 +235,14 @@ def test_a_query_failing_midway_answers_with_its_error_only(server: Server) -> N
         assert raised.value.code == 395
         assert session.command("SELECT 1") == 1  # chDB would have put the rows made before
         assert isinstance(session.command("DROP TABLE IF EXISTS local.x"), QuerySummary)
+    too_many = "SELECT number FROM numbers(100000)"
+    with pytest.raises(DatabaseError) as raised:  # a limit that throws is an error too
+        session.query(too_many, settings={"max_result_rows": 1000})
+    assert raised.value.code == 396  # TOO_MANY_ROWS_OR_BYTES
+    cut = session.query(
+        too_many, settings={"max_result_rows": 1000, "result_overflow_mode": "break"}
+    )
+    assert 1000 <= cut.row_count < 100_000  # 'break' asks for the first rows: 200, as ClickHouse
 
 
 def test_temporary_tables_stay_in_their_session(server: Server) -> None:
