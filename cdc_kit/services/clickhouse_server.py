@@ -32,10 +32,12 @@ folder's files anyway. Never bind it to a public address: chDB reads and writes 
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
 import email.parser
 import email.policy
 import gzip
+import hmac
 import importlib.util
 import io
 import json
@@ -106,6 +108,7 @@ MADV_PAGEOUT = 21  # linux/mman.h
 BAD_ARGUMENTS, NOT_IMPLEMENTED, SYNTAX_ERROR = 36, 48, 62
 UNKNOWN_FORMAT, UNKNOWN_SETTING, READONLY, QUERY_IS_TOO_LARGE = 73, 115, 164, 229
 CANNOT_DECOMPRESS, SESSION_NOT_FOUND, SESSION_IS_LOCKED, UNSUPPORTED_MEDIA_TYPE = 271, 372, 373, 779
+AUTHENTICATION_FAILED = 516
 STD_EXCEPTION = 1001
 _ERROR_NAMES = {
     BAD_ARGUMENTS: "BAD_ARGUMENTS", NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
@@ -114,6 +117,7 @@ _ERROR_NAMES = {
     QUERY_IS_TOO_LARGE: "QUERY_IS_TOO_LARGE", CANNOT_DECOMPRESS: "CANNOT_DECOMPRESS",
     SESSION_NOT_FOUND: "SESSION_NOT_FOUND", SESSION_IS_LOCKED: "SESSION_IS_LOCKED",
     UNSUPPORTED_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE", STD_EXCEPTION: "STD_EXCEPTION",
+    AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED",
 }  # fmt: skip
 
 # HTTP status per error code, as src/Server/HTTP/exceptionCodeToHTTPStatus.cpp maps them
@@ -125,7 +129,7 @@ _STATUS_BY_CODE = {
         400,
     ),
     **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 78, 81, 115, 152, 336, 511), 404),
-    159: 408, 229: 413, 381: 411, 48: 501, 779: 415,
+    159: 408, 229: 413, 381: 411, 48: 501, 779: 415, 192: 401, 193: 401, 194: 401, 516: 401,
 }  # fmt: skip
 
 _FORMAT_TAIL = re.compile(r"\s+FORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
@@ -704,6 +708,41 @@ def quote_string(value: str) -> str:
 
 
 # ---- HTTP --------------------------------------------------------------------------------
+# ---- who may ask -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Credentials:
+    """The one user this endpoint serves (a lab's own); None on the server: anyone may ask."""
+
+    user: str
+    password: str
+
+    @classmethod
+    def from_file(cls, path: Path) -> Credentials:
+        """From a lab file (`clickhouse_user`, `clickhouse_password`), readable by its owner."""
+        lab = json.loads(Path(path).read_text())
+        return cls(str(lab["clickhouse_user"]), str(lab["clickhouse_password"]))
+
+    def check(self, headers: Any, params: dict[str, str]) -> None:
+        """Accept what clickhouse-connect and curl send, as ClickHouse does: HTTP basic auth,
+        the X-ClickHouse-User/Key headers, or `user`/`password` URL parameters."""
+        user, password = params.get("user"), params.get("password")
+        if headers.get("X-ClickHouse-User"):
+            user, password = headers.get("X-ClickHouse-User"), headers.get("X-ClickHouse-Key", "")
+        auth = headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user = password = None
+        given = f"{user or 'default'}\0{password or ''}".encode()
+        if not hmac.compare_digest(given, f"{self.user}\0{self.password}".encode()):
+            raise RequestError(
+                f"{user or 'default'}: Authentication failed: password is incorrect, or there "
+                "is no user with such name.",
+                AUTHENTICATION_FAILED,
+            )
+
+
 class Handler(BaseHTTPRequestHandler):
     """One request -> one chDB call. HTTP/1.1 keep-alive; every answer leaves in one write."""
 
@@ -747,6 +786,8 @@ class Handler(BaseHTTPRequestHandler):
             if url.path == "/ping" or (not body and "query" not in params):
                 self._send(200, b"Ok.\n")
                 return
+            if self.server.credentials is not None:
+                self.server.credentials.check(self.headers, params)
             request = build_request(params, body, self.headers.get("Content-Type", ""))
             answer = self.server.engine.run(request)
             self._answer(request, params.get("query_id"), answer)
@@ -892,8 +933,11 @@ class ChdbHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], engine: ChdbEngine) -> None:
+    def __init__(
+        self, address: tuple[str, int], engine: ChdbEngine, credentials: Credentials | None = None
+    ) -> None:
         self.engine = engine
+        self.credentials = credentials
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -946,7 +990,11 @@ def release_startup_pages() -> int:
 
 
 def make_server(
-    host: str, port: int, data_dir: Path, max_memory_mb: int = MAX_MEMORY_MB
+    host: str,
+    port: int,
+    data_dir: Path,
+    max_memory_mb: int = MAX_MEMORY_MB,
+    credentials: Credentials | None = None,
 ) -> ChdbHTTPServer:
     """Open the chDB folder and bind host:port (port 0 picks one: see server_address).
 
@@ -954,7 +1002,7 @@ def make_server(
     """
     engine = ChdbEngine(Path(data_dir), max_memory_mb)
     try:
-        return ChdbHTTPServer((host, port), engine)
+        return ChdbHTTPServer((host, port), engine, credentials)
     except BaseException:
         engine.close()
         raise
@@ -983,6 +1031,11 @@ def main(argv: list[str] | None = None) -> int:
         default=MAX_MEMORY_MB,
         help=f"memory all queries together may use (default {MAX_MEMORY_MB})",
     )
+    parser.add_argument(
+        "--credentials-file",
+        type=Path,
+        help="a lab file with clickhouse_user/clickhouse_password: only that user is served",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs every request")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -1000,7 +1053,10 @@ def main(argv: list[str] | None = None) -> int:
     # pyarrow as optional, so leaving it out of this process saves ~65 MB.
     sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
     try:
-        server = make_server(args.host, args.port, args.data_dir, args.max_memory_mb)
+        credentials = None
+        if args.credentials_file is not None:
+            credentials = Credentials.from_file(args.credentials_file)
+        server = make_server(args.host, args.port, args.data_dir, args.max_memory_mb, credentials)
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 1
