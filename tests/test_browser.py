@@ -40,7 +40,7 @@ def require_chromium() -> None:
     if CHROMIUM.exists():
         return
     if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser test, but {CHROMIUM} is missing (.ci/run installs it)")
+        pytest.fail(f"CI must run the browser test, but {CHROMIUM} is missing (.ci/run installs)")
     pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` to run this test")
 
 
@@ -84,7 +84,8 @@ class JupyterLab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {self.process.returncode}: see {self.log.name}")
+                code = self.process.returncode
+                raise RuntimeError(f"JupyterLab exited with {code}: see {self.log.name}")
             try:
                 with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}", timeout=2):
                     return

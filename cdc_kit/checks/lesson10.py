@@ -13,9 +13,14 @@ from cdc_kit import reconcile
 from cdc_kit.checks.common import CheckFailed, passed, require_answer
 from cdc_kit.errors import first_line
 
+START_HINT = (
+    "assign the query as text: accounts_sql = \"SELECT count(), sum(balance) FROM "
+    "museum_account ...\"; what must the query add so that old versions and deleted accounts "
+    "do not count? (the exhibit's text says)"
+)
 ACCOUNTS_HINT = (
-    "accounts_sql = 'SELECT count(), sum(balance) FROM museum_account FINAL' "
-    "(FINAL keeps the newest version of each row and hides deleted rows)"
+    "read through FINAL (... FROM museum_account FINAL), which keeps the newest version of "
+    "each row and hides deleted rows; or take argMax(column, lsn) per id and keep is_deleted = 0"
 )
 
 
@@ -51,7 +56,9 @@ def sorted_by_primary_key(ch: Any, database: str, table: str, key: str = "id") -
     passed(f"{table} is ORDER BY {key}: a tombstone now replaces the row it deletes")
 
 
-def snapshot_then_stream(snapshot_ids: list[int], streamed_ids: list[int], source_ids: list[int]) -> None:
+def snapshot_then_stream(
+    snapshot_ids: list[int], streamed_ids: list[int], source_ids: list[int]
+) -> None:
     """Snapshot rows plus streamed rows give every source row exactly once."""
     overlap = sorted(set(snapshot_ids) & set(streamed_ids))
     if overlap:
@@ -91,12 +98,13 @@ def capture_slot_safe(conn: Any, slot: str, setting_before: str, gone: str) -> N
     )
 
 
-# ---- the exercise ----------------------------------------------------------------------------------
+# ---- the exercise -----------------------------------------------------------------------------
 def _answer(ch: Any, query: str) -> tuple[int, Decimal]:
     try:
         rows = ch.query(query).result_rows
     except ClickHouseError as exc:
-        raise CheckFailed(f"ClickHouse refused the query: {first_line(exc)}", ACCOUNTS_HINT) from None
+        reason = f"ClickHouse refused the query: {first_line(exc)}"
+        raise CheckFailed(reason, ACCOUNTS_HINT) from None
     if len(rows) != 1 or len(rows[0]) != 2:
         raise CheckFailed(
             f"the query returned {len(rows)} row(s) of {len(rows[0]) if rows else 0} "
@@ -107,12 +115,22 @@ def _answer(ch: Any, query: str) -> tuple[int, Decimal]:
     return int(count), Decimal(str(total or 0))
 
 
-def _source(stack: Any, table: str) -> tuple[int, Decimal]:
-    with stack.pg_engine().connect() as conn:
+def _source(engine: Any, table: str) -> tuple[int, Decimal]:
+    name = engine.dialect.identifier_preparer.quote(table)
+    with engine.connect() as conn:
         count, total = conn.execute(
-            text(f"SELECT count(*), coalesce(sum(balance), 0) FROM {table}")  # noqa: S608 - a constant table name of the lesson
+            text(f"SELECT count(*), coalesce(sum(balance), 0) FROM {name}")  # noqa: S608 - quoted identifier
         ).one()
     return int(count), Decimal(total)
+
+
+def _one_more_change(engine: Any, table: str) -> None:
+    """Add 1 to the first account's balance: a query that hardcodes numbers cannot follow."""
+    name = engine.dialect.identifier_preparer.quote(table)
+    with engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE {name} SET balance = balance + 1 WHERE id = (SELECT min(id) FROM {name})")  # noqa: S608 - quoted identifier
+        )
 
 
 def _diagnose(ch: Any, table: str, answer: tuple[int, Decimal], truth: tuple[int, Decimal]) -> None:
@@ -145,18 +163,18 @@ def check_accounts_query(stack: Any, router: Any, accounts_sql: Any,
                          table: str = "museum_account") -> None:  # fmt: skip
     """`accounts_sql` returns (number of accounts, total balance) as PostgreSQL has them, and
     still does after one more change is routed."""
-    require_answer(accounts_sql, "accounts_sql", ACCOUNTS_HINT)
+    require_answer(accounts_sql, "accounts_sql", START_HINT)
     if not isinstance(accounts_sql, str):
-        raise CheckFailed(f"`accounts_sql` is a {type(accounts_sql).__name__}, not SQL text")
-    ch = stack.clickhouse()
-    router.catch_up()
-    truth, answer = _source(stack, table), _answer(ch, accounts_sql)
+        raise CheckFailed(
+            f"`accounts_sql` is a {type(accounts_sql).__name__}, not SQL text", START_HINT
+        )
+    ch, engine = stack.clickhouse(), stack.pg_engine()
+    truth, answer = _source(engine, table), _answer(ch, accounts_sql)
     if answer != truth:
         _diagnose(ch, table, answer, truth)
-    with stack.pg_engine().begin() as conn:  # one more change: the query must follow it
-        conn.execute(text(f"UPDATE {table} SET balance = balance + 1 WHERE id = (SELECT min(id) FROM {table})"))  # noqa: S608, E501 - a constant table name of the lesson
+    _one_more_change(engine, table)
     router.catch_up()
-    truth, answer = _source(stack, table), _answer(ch, accounts_sql)
+    truth, answer = _source(engine, table), _answer(ch, accounts_sql)
     if answer != truth:
         raise CheckFailed(
             f"after one more update PostgreSQL has {truth[0]} accounts and {truth[1]}, your "
