@@ -80,7 +80,9 @@ class LabPanel:
         self.insert_button = w.Button(description="Insert", icon="plus", button_style="success")
         self.update_button = w.Button(description="Update", icon="pencil")
         self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger")
-        self.bulk_count = w.BoundedIntText(value=100, min=1, max=100_000, description="changes")
+        self.bulk_count = w.BoundedIntText(
+            value=100, min=1, max=100_000, description="changes", layout=w.Layout(width="200px")
+        )
         self.bulk_button = w.Button(description="Bulk", icon="bolt")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="bulk")
         self.status = w.HTML("")
