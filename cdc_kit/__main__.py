@@ -1,4 +1,4 @@
-"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo|solutions`.
+"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo|api|solutions`.
 
 Problems a person can fix (port in use, unwritable folder...) are printed as one line starting
 with `error:` and exit code 1, never as a traceback.
@@ -78,6 +78,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args.rest)
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from cdc_kit.api import main as api_main
+
+    return api_main(args.rest)
+
+
 def cmd_solutions(args: argparse.Namespace) -> int:
     from cdc_kit.solutions import main as solutions_main
 
@@ -92,12 +98,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "capture": (cmd_capture, "run the capture service in the foreground"),
     "route": (cmd_route, "run the router as a service in the foreground"),
     "demo": (cmd_demo, "make a few changes and show them arrive in ClickHouse"),
+    "api": (cmd_api, "serve the seed's HTTP write API (FastAPI, default port 3002)"),
     "solutions": (cmd_solutions, "write the instructor's copy of the lessons (solved) to DIR"),
 }
 
 
 #: Commands with options of their own (see `python -m cdc_kit route --help`).
-PASS_THROUGH = ("capture", "route", "demo", "solutions")
+PASS_THROUGH = ("capture", "route", "demo", "api", "solutions")
 
 
 def build_parser() -> argparse.ArgumentParser:
