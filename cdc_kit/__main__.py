@@ -1,4 +1,5 @@
-"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo|api|solutions`.
+"""Command line: `python -m cdc_kit <command>`: up, down, status, reset, capture, route, demo,
+api, doctor, env, solutions.
 
 Problems a person can fix (port in use, unwritable folder...) are printed as one line starting
 with `error:` and exit code 1, never as a traceback.
@@ -7,6 +8,7 @@ with `error:` and exit code 1, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -72,6 +74,31 @@ def cmd_route(args: argparse.Namespace) -> int:
     return route_main(args.rest)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from cdc_kit.doctor import main as doctor_main
+
+    return doctor_main(args.rest)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Shell variables for psql and curl: `eval "$(python -m cdc_kit env)"`."""
+    s = get_stack().settings
+    values = {
+        "PGHOST": s.pg_host,
+        "PGPORT": s.pg_port,
+        "PGUSER": s.pg_user,
+        "PGPASSWORD": s.pg_password,
+        "PGDATABASE": s.pg_database,
+        "CLICKHOUSE_URL": f"http://{s.clickhouse_host}:{s.clickhouse_port}/",
+        "CLICKHOUSE_USER": s.clickhouse_user,
+        "CLICKHOUSE_PASSWORD": s.clickhouse_password,
+        "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+    }
+    for name, value in values.items():
+        print(f"export {name}={shlex.quote(str(value))}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cdc_kit.demo import main as demo_main
 
@@ -99,12 +126,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "route": (cmd_route, "run the router as a service in the foreground"),
     "demo": (cmd_demo, "make a few changes and show them arrive in ClickHouse"),
     "api": (cmd_api, "serve the seed's HTTP write API (FastAPI, default port 3002)"),
+    "doctor": (cmd_doctor, "one screen for an instructor: services, slots, router, dead letters"),
+    "env": (cmd_env, 'shell variables for psql and curl: eval "$(python -m cdc_kit env)"'),
     "solutions": (cmd_solutions, "write the instructor's copy of the lessons (solved) to DIR"),
 }
 
 
 #: Commands with options of their own (see `python -m cdc_kit route --help`).
-PASS_THROUGH = ("capture", "route", "demo", "api", "solutions")
+PASS_THROUGH = ("capture", "route", "demo", "api", "doctor", "solutions")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from cdc_kit.config import DEFAULT_PORTS
+from cdc_kit.config import DEFAULT_PORTS, read_lab
 from tests.conftest import REPO, run_cli
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
@@ -69,10 +69,14 @@ def docker_env() -> Iterator[dict[str, str]]:
     try:
         started = run_cli(servers, "up", "--only", "postgres", "broker", "clickhouse")
         assert started.returncode == 0, started.stdout + started.stderr
+        # The servers made their own password at `up`: a compose .env would hold it.
+        docker["CDC_KIT_PG_PASSWORD"] = read_lab(Path(servers["CDC_KIT_HOME"]))["pg_password"]
         for name in ("capture", "route"):
+            # The router service routes its own consumer group, as in docker-compose.yaml.
+            group = {"CDC_KIT_ROUTER_GROUP": "cdc_kit_router_service"} if name == "route" else {}
             processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "cdc_kit", name],
-                env=docker,
+                env={**docker, **group},
                 cwd=REPO,
                 stdout=logs[name],
                 stderr=subprocess.STDOUT,

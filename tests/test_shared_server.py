@@ -6,10 +6,14 @@ import os
 import shutil
 import stat
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import clickhouse_connect
 import psycopg2
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 from sqlalchemy import text
 
 from cdc_kit import oltp
@@ -111,3 +115,20 @@ def test_a_lab_made_by_an_older_kit_gets_passwords(no_lab_env) -> None:
     finally:
         run_cli(env, "down")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_without_the_labs_credentials_clickhouse_refuses(stack) -> None:
+    s = stack.settings
+    assert s.clickhouse_password and s.clickhouse_user == "lab"
+    for user, password in (("default", ""), ("lab", "guess")):
+        with pytest.raises(DatabaseError, match="516"):  # the client asks the server at once
+            clickhouse_connect.get_client(
+                host=s.clickhouse_host, port=s.clickhouse_port, username=user, password=password
+            ).query("SELECT 1")
+    url = f"http://{s.clickhouse_host}:{s.clickhouse_port}/?query=SELECT%201"
+    with pytest.raises(urllib.error.HTTPError) as refused:  # curl without credentials
+        urllib.request.urlopen(url, timeout=5)
+    assert refused.value.code == 401
+    with_password = f"{url}&user=lab&password={s.clickhouse_password}"
+    assert urllib.request.urlopen(with_password, timeout=5).read() == b"1\n"
+    assert stack.clickhouse().query("SELECT 1").result_rows == [(1,)]  # the kit's client
