@@ -62,7 +62,6 @@ def check_tombstone(stack: Any, product_id: int, tombstone_lsn: Any) -> None:
             f"the tombstone is the version with is_deleted = 1: {TOMBSTONE_HINT}",
         )
     raise CheckFailed(
-        f"{lsn_to_str(answer)} is not the lsn of any version of product {product_id} in "
-        "ClickHouse",
+        f"{lsn_to_str(answer)} is not the lsn of any version of product {product_id} in ClickHouse",
         TOMBSTONE_HINT,
     )
