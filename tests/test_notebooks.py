@@ -4,7 +4,8 @@
     stack: "works after the others"; each notebook's time is printed (one ordered pass should
     stay under 2 minutes in total);
 (b) each unsolved notebook, errors allowed: its `check` cells, and only those, must fail;
-(c) each solved notebook alone on a fresh stack of its own: "works on a fresh stack".
+(c) each solved notebook alone on a fresh stack of its own: "works on a fresh stack";
+(d) each solved notebook with every code cell run twice in a row: cells are idempotent.
 
 Kernels inherit the CDC_KIT_* variables of the stack they must use (see conftest), so the
 notebooks call the same `ensure_running()` a learner calls, pointed at the test services.
@@ -12,6 +13,7 @@ notebooks call the same `ensure_running()` a learner calls, pointed at the test 
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import time
@@ -43,10 +45,12 @@ def tags(cell: nbformat.NotebookNode) -> list[str]:
 
 
 def execute(
-    path: Path, env: dict[str, str] | None = None, allow_errors: bool = False
+    path: Path | nbformat.NotebookNode,
+    env: dict[str, str] | None = None,
+    allow_errors: bool = False,
 ) -> tuple[nbformat.NotebookNode, float]:
     """Run a notebook top to bottom in a fresh kernel (working folder: notebooks/)."""
-    notebook = nbformat.read(path, as_version=4)
+    notebook = nbformat.read(path, as_version=4) if isinstance(path, Path) else path
     client = NotebookClient(
         notebook,
         timeout=300,
@@ -133,6 +137,23 @@ def test_solved_notebook_runs_alone_on_a_fresh_stack(
     finally:
         fresh.down()
         shutil.rmtree(Path(env["CDC_KIT_HOME"]).parent, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LESSONS, ids=IDS)
+def test_every_cell_of_a_solved_notebook_can_run_twice(
+    path: Path, solved_dir: Path, stack: Stack
+) -> None:
+    notebook = nbformat.read(solved_dir / path.name, as_version=4)
+    cells = []
+    for cell in notebook.cells:
+        cells.append(cell)
+        if cell.cell_type == "code":
+            again = copy.deepcopy(cell)
+            again.id = f"{cell.id}-again"
+            cells.append(again)
+    notebook.cells = cells
+    execute(notebook)
 
 
 # ---- the instructor's copy ---------------------------------------------------------------------
