@@ -1,4 +1,5 @@
-"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo|api|doctor|...`.
+"""Command line: `python -m cdc_kit <command>`: up, down, status, reset, capture, route, demo,
+api, doctor, env, solutions.
 
 Problems a person can fix (port in use, unwritable folder...) are printed as one line starting
 with `error:` and exit code 1, never as a traceback.
@@ -104,16 +105,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args.rest)
 
 
-def cmd_solutions(args: argparse.Namespace) -> int:
-    from cdc_kit.solutions import main as solutions_main
-
-    return solutions_main(args.rest)
-
-
 def cmd_api(args: argparse.Namespace) -> int:
     from cdc_kit.api import main as api_main
 
     return api_main(args.rest)
+
+
+def cmd_solutions(args: argparse.Namespace) -> int:
+    from cdc_kit.solutions import main as solutions_main
+
+    return solutions_main(args.rest)
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {

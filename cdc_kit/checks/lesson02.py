@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdc_kit.checks.common import CheckFailed, passed, require_answer
-from cdc_kit.olap import CdcFields, CdcOlapModelBase
+from cdc_kit.olap import CdcFields, CdcOlapModelBase, describe
 
 #: The columns the exercise asks for, with the ClickHouse type each must get.
 EXPECTED = {
@@ -21,8 +21,12 @@ CREATE_HINT = "ch.command(olap.create_table_sql(ReviewOlap, database=database))"
 
 def check_review_table(stack: Any, model: Any) -> None:
     """`model` is a CDC OLAP model of `review`, and ClickHouse holds its table, made from it."""
-    require_answer(model, "ReviewOlap", "write `class ReviewOlap(CdcOlapModelBase, ReviewBase, "
-                   "CdcFields):` with the three lines of the exercise, then " + CREATE_HINT)
+    require_answer(
+        model,
+        "ReviewOlap",
+        "write `class ReviewOlap(CdcOlapModelBase, ReviewBase, "
+        "CdcFields):` with the three lines of the exercise, then " + CREATE_HINT,
+    )
     if not isinstance(model, type) or not issubclass(model, CdcOlapModelBase):
         raise CheckFailed(
             f"ReviewOlap is {model!r}, not a class that inherits CdcOlapModelBase",
@@ -33,7 +37,7 @@ def check_review_table(stack: Any, model: Any) -> None:
     if getattr(model, "__table__", None) != "review":
         raise CheckFailed(
             f"ReviewOlap.__table__ is {getattr(model, '__table__', None)!r}, not 'review'",
-            "add the line __table__ = \"review\" to the class",
+            'add the line __table__ = "review" to the class',
         )
     ch = stack.clickhouse()
     database = stack.settings.clickhouse_database
@@ -66,20 +70,14 @@ def check_review_table(stack: Any, model: Any) -> None:
                 f"ClickHouse column `{name}` {what}, not {wanted}",
                 f"{hint}; then DROP TABLE review and create it again from the model",
             )
-    model_types = {row["column"]: row["ClickHouse"] for _, row in _describe(model).iterrows()}
+    described = describe(model)
+    model_types = dict(zip(described["column"], described["ClickHouse"], strict=True))
     if model_types != columns:
         raise CheckFailed(
             "the ClickHouse table `review` was not made from this ReviewOlap (the columns differ)",
-            "re-run the exercise cell: it must create the table from the model with "
-            + CREATE_HINT,
+            "re-run the exercise cell: it must create the table from the model with " + CREATE_HINT,
         )
     passed(
         f"ClickHouse table review: {', '.join(f'{n} {t}' for n, t in columns.items())}; "
         "ReplacingMergeTree(lsn, is_deleted) ORDER BY id"
     )
-
-
-def _describe(model: type) -> Any:
-    from cdc_kit.olap import describe
-
-    return describe(model)
