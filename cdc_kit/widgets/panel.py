@@ -11,9 +11,10 @@ import asyncio
 import html
 import io
 import time
+import weakref
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -58,6 +59,9 @@ class LabPanel:
     a task in the kernel's event loop that refreshes the views every `refresh_s` seconds and
     looks for pending changes every 20 ms (that is how the latency is timed).
     """
+
+    #: The panel `show()` displayed last: a cell run again replaces it instead of adding a loop.
+    _shown: ClassVar[weakref.ref | None] = None
 
     def __init__(self, lab: ChangeLab, router: Any = None, refresh_s: float = 1.0) -> None:
         import ipywidgets as w
@@ -146,8 +150,13 @@ class LabPanel:
         """Display the panel and start refreshing it (in a notebook)."""
         from IPython.display import display
 
+        previous = LabPanel._shown() if LabPanel._shown is not None else None
+        if previous is not None and previous is not self:
+            previous.close(release_router=False)
+            previous._say("replaced by a newer panel (its cell ran again)")
         display(self.widget)
         self.start()
+        LabPanel._shown = weakref.ref(self)
 
     def start(self) -> None:
         """Refresh from a task in the running event loop (a notebook kernel has one)."""
