@@ -358,7 +358,9 @@ class Capture:
             # confirmed on the strength of acks or progress from the new, emptied broker.
             raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
         if safe > state.sent_lsn or force:
-            cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=force)
+            # force: psycopg2 otherwise only records the position and sends it at its next
+            # 10 s status interval, and a slot (and whoever waits on it) would lag that long.
+            cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=True)
             state.sent_lsn = max(safe, state.sent_lsn)
             self.stats.confirmed_lsn = state.sent_lsn
         self._write_status("streaming")

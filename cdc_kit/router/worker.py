@@ -149,6 +149,10 @@ class Router:
             return
         self._lease.acquire()
         if self._ch is None:
+            # clickhouse-connect imports pandas at its first INSERT (~0.5 s): here, rather than
+            # in the first change a learner waits for.
+            import pandas  # noqa: F401
+
             # Qualified names everywhere: the target database may not exist before this call.
             self._ch = clients.clickhouse(self.settings, database="default")
             warehouse.ensure_database(self._ch, self._database)
