@@ -60,6 +60,16 @@ def settings_from(env: dict[str, str]) -> Settings:
                 os.environ[key] = value
 
 
+def default_settings(**overrides: object) -> Settings:
+    """Settings from the code's defaults alone: no CDC_KIT_* of this process (the session
+    stack exports its own) and no .env file."""
+    saved = {key: os.environ.pop(key) for key in list(os.environ) if key.startswith("CDC_KIT_")}
+    try:
+        return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    finally:
+        os.environ.update(saved)
+
+
 def run_cli(
     env: dict[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

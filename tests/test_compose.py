@@ -19,23 +19,13 @@ import pytest
 import yaml
 
 from cdc_kit.config import DEFAULT_PORTS, Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, default_settings
 
 COMPOSE = REPO / "docker-compose.yaml"
 KIT_SERVICES = ("capture", "router", "api")
 #: A variable with a default or a required-message: ${NAME:-default} / ${NAME:?message}.
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::(?P<kind>[-?])(?P<rest>[^}]*))?\}")
 PASSWORDS = {"CDC_KIT_PG_PASSWORD": "pg-secret", "CDC_KIT_CLICKHOUSE_PASSWORD": "ch-secret"}
-
-
-def defaults(**overrides: object) -> Settings:
-    """Settings from the code's defaults alone: no CDC_KIT_* of this process (the session
-    stack exports its own) and no .env file."""
-    saved = {key: os.environ.pop(key) for key in list(os.environ) if key.startswith("CDC_KIT_")}
-    try:
-        return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-    finally:
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +82,11 @@ def test_services_publish_the_docker_ports_of_the_config_on_loopback(
     }
 
 
-def test_kit_containers_use_only_settings_names_with_the_configs_defaults(
+def test_kit_containers_use_only_settings_names_with_the_configs_default_settings(
     compose: dict[str, Any],
 ) -> None:
     fields = Settings.model_fields
-    docker = defaults(mode="docker")
+    docker = default_settings(mode="docker")
     for name in KIT_SERVICES:
         env = compose["services"][name]["environment"]
         assert env["CDC_KIT_MODE"] == "docker"
@@ -150,7 +140,7 @@ def test_topics_are_created_with_one_partition_before_anything_feeds_them(
     job = services["topics"]
     script = job["command"][0]
     assert "--partitions 1" in script and "auto_create_topics_enabled false" in script
-    docker = defaults(mode="docker")
+    docker = default_settings(mode="docker")
     assert default_of(job["environment"]["CDC_TOPIC"]) == docker.cdc_topic
     assert default_of(job["environment"]["DLQ_TOPIC"]) == docker.dlq_topic
     for feeder in ("capture", "connect", "router"):
@@ -166,7 +156,7 @@ def test_kit_capture_and_connect_never_feed_the_topic_together(compose: dict[str
     assert profiled == {"capture", "connect"}, "only the two feeders are optional"
     capture_slot = default_of(services["capture"]["environment"]["CDC_KIT_SLOT_NAME"])
     connect_slot = default_of(services["connect"]["environment"]["CDC_KIT_CONNECT_SLOT_NAME"])
-    assert capture_slot == defaults().slot_name
+    assert capture_slot == default_settings().slot_name
     assert connect_slot != capture_slot
     assert "REDPANDA_LICENSE" in services["connect"]["environment"]
     for name, service in services.items():
@@ -243,10 +233,10 @@ def test_resolved_containers_settings_match_the_config(tmp_path: Path) -> None:
     resolved = run_compose(tmp_path, PASSWORDS, "config")
     assert resolved.returncode == 0, resolved.stderr
     services = yaml.safe_load(resolved.stdout)["services"]
-    host = defaults(mode="docker")
+    host = default_settings(mode="docker")
     for name in KIT_SERVICES:
         env = {key: str(value) for key, value in services[name]["environment"].items()}
-        inside = defaults(**{settings_field(key): value for key, value in env.items()})
+        inside = default_settings(**{settings_field(key): value for key, value in env.items()})
         assert inside.mode == "docker" and inside.confirm_after == "broker"
         assert inside.pg_dsn == "postgresql://postgres:pg-secret@postgres:5432/sqlmodel_db"
         assert inside.kafka_bootstrap == "redpanda:9092"

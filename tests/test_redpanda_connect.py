@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -21,7 +20,7 @@ import yaml
 from cdc_kit import oltp
 from cdc_kit.config import Settings
 from cdc_kit.contract import CdcMetadata, parse_event
-from tests.conftest import REPO
+from tests.conftest import REPO, default_settings
 
 CONNECT = REPO / "redpanda-connect.yaml"
 #: postgres_cdc's metadata, as its documentation lists them ("Metadata": table, operation
@@ -31,16 +30,6 @@ POSTGRES_CDC_OPERATIONS = {"read", "insert", "update", "delete"}
 #: `${NAME}` or `${NAME:default}` (Redpanda Connect's form), but not `${! interpolation }`.
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)(?::(?P<default>[^}]*))?\}")
 ASSIGNMENT = re.compile(r"^\s*root\.(?P<path>[\w.]+)\s*=\s*(?P<expr>.+)$", re.M)
-
-
-def defaults(**overrides: object) -> Settings:
-    """Settings from the code's defaults alone: no CDC_KIT_* of this process (the session
-    stack exports its own) and no .env file."""
-    saved = {key: os.environ.pop(key) for key in list(os.environ) if key.startswith("CDC_KIT_")}
-    try:
-        return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-    finally:
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +76,13 @@ def test_input_is_postgres_cdc_on_the_kits_tables(connect: dict[str, Any]) -> No
 def test_connect_has_its_own_slot(connect: dict[str, Any]) -> None:
     slot = connect["input"]["postgres_cdc"]["slot_name"]
     assert VARIABLE.fullmatch(slot)["name"] == "CDC_KIT_CONNECT_SLOT_NAME"
-    assert resolved(slot) != defaults().slot_name, "Connect must never share the kit's slot"
+    assert resolved(slot) != default_settings().slot_name, "Connect must never share the kit's slot"
     assert "publication" not in connect["input"]["postgres_cdc"]  # it makes its own
 
 
 def test_every_variable_is_a_kit_setting_with_the_docker_default(connect: dict[str, Any]) -> None:
     text = CONNECT.read_text()
-    docker = defaults(mode="docker")
+    docker = default_settings(mode="docker")
     seen = set()
     for match in VARIABLE.finditer(text):
         name, default = match["name"], match["default"]
@@ -188,7 +177,7 @@ def test_messages_are_keyed_table_and_id(connect: dict[str, Any], mapping: str) 
 
 
 def test_outputs_go_to_the_kits_topics(connect: dict[str, Any]) -> None:
-    settings = defaults(mode="docker")
+    settings = default_settings(mode="docker")
     dead, main = connect["output"]["switch"]["cases"]
     assert dead["check"] == "errored()"
     assert resolved(dead["output"]["kafka_franz"]["topic"]) == settings.dlq_topic
