@@ -1,4 +1,5 @@
-"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo|api|doctor|env`.
+"""Command line: `python -m cdc_kit <command>`: up, down, status, reset, capture, route, demo,
+api, doctor, env, solutions.
 
 Problems a person can fix (port in use, unwritable folder...) are printed as one line starting
 with `error:` and exit code 1, never as a traceback.
@@ -110,6 +111,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     return api_main(args.rest)
 
 
+def cmd_solutions(args: argparse.Namespace) -> int:
+    from cdc_kit.solutions import main as solutions_main
+
+    return solutions_main(args.rest)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "up": (cmd_up, "start the embedded stack (idempotent); in docker mode, check it"),
     "down": (cmd_down, "stop the services cdc-kit started"),
@@ -121,11 +128,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "api": (cmd_api, "serve the seed's HTTP write API (FastAPI, default port 3002)"),
     "doctor": (cmd_doctor, "one screen for an instructor: services, slots, router, dead letters"),
     "env": (cmd_env, 'shell variables for psql and curl: eval "$(python -m cdc_kit env)"'),
+    "solutions": (cmd_solutions, "write the instructor's copy of the lessons (solved) to DIR"),
 }
 
 
 #: Commands with options of their own (see `python -m cdc_kit route --help`).
-PASS_THROUGH = ("capture", "route", "demo", "api", "doctor")
+PASS_THROUGH = ("capture", "route", "demo", "api", "doctor", "solutions")
 
 
 def build_parser() -> argparse.ArgumentParser:

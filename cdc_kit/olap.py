@@ -442,3 +442,52 @@ __all__ = [
     "row_values",
     "to_row",
 ]
+
+
+# ---- one table of both worlds (lesson 02) ------------------------------------------------------
+def describe(model: type[CdcOlapModelBase]) -> Any:
+    """A DataFrame, one row per column: Python type, the source's value rules, PostgreSQL and
+    ClickHouse column types. The PostgreSQL side is the SQLModel table named `__table__`."""
+    import dataclasses
+
+    import pandas as pd
+    from sqlalchemy.dialects import postgresql
+    from sqlmodel import SQLModel
+
+    source_table = SQLModel.metadata.tables.get(model.__table__)
+    source_classes = [  # the OLTP `*Base` classes the model inherits its columns from
+        cls
+        for cls in model.__mro__
+        if issubclass(cls, SQLModel) and not issubclass(cls, CdcOlapModelBase | CdcFields)
+    ]
+    rows = []
+    for name in columns_of(model):
+        field = model.model_fields[name]
+        base, nullable, hints = unwrap(field.annotation)
+        hints = [*hints, *(h for h in field.metadata if isinstance(h, str))]
+        python = getattr(base, "__name__", repr(base))
+        if hints:
+            python = f"Annotated[{python}, {', '.join(repr(h) for h in hints)}]"
+        if nullable:
+            python += " | None"
+        rules = []
+        source = next((cls for cls in source_classes if name in cls.model_fields), None)
+        for rule in source.model_fields[name].metadata if source else []:
+            if isinstance(rule, _VALUE_CONSTRAINTS):
+                rules += [f"{f.name}={getattr(rule, f.name)}" for f in dataclasses.fields(rule)]
+        column = source_table.columns.get(name) if source_table is not None else None
+        if column is None:
+            pg = "(added by CDC)" if name in CdcFields.model_fields else "-"
+        else:
+            pg = column.type.compile(dialect=postgresql.dialect())
+            pg += " PRIMARY KEY" if column.primary_key else ("" if column.nullable else " NOT NULL")
+        rows.append(
+            {
+                "column": name,
+                "Python type": python,
+                "value rules (source only)": ", ".join(rules),
+                "PostgreSQL": pg,
+                "ClickHouse": clickhouse_type(field.annotation, field.metadata),
+            }
+        )
+    return pd.DataFrame(rows)

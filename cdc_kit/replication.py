@@ -129,7 +129,13 @@ def tables_without_primary_key(conn: Any, publication: str) -> list[str]:
 
 @dataclass(frozen=True)
 class SlotHealth:
-    """One slot's state: how much WAL it pins and whether PostgreSQL may soon invalidate it."""
+    """One slot's two numbers a DBA watches, and whether PostgreSQL may soon invalidate it.
+
+    - lag: WAL written since the consumer's confirmed position (`confirmed_flush_lsn`);
+    - retained: WAL the server must keep for this slot (since `restart_lsn`), which cannot be
+      recycled: a slot nobody reads makes this grow until the disk, or
+      `max_slot_wal_keep_size`, runs out.
+    """
 
     slot_name: str
     plugin: str
@@ -138,18 +144,27 @@ class SlotHealth:
     lag_bytes: int | None
     wal_status: str | None
     safe_wal_size: int | None
+    restart_lsn: str | None = None
+    retained_bytes: int | None = None
 
 
 def slot_health(conn: Any) -> list[SlotHealth]:
-    """Every logical slot with its lag (bytes of WAL not yet confirmed) and WAL safety."""
+    """Every logical slot with its lag, its retained WAL and its WAL safety."""
     rows = _execute(
         conn,
         "SELECT slot_name, plugin, active, confirmed_flush_lsn::text, "
         "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
-        "wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_type = 'logical' "
-        "ORDER BY slot_name",
+        "wal_status, safe_wal_size, restart_lsn::text, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+        "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY slot_name",
     )
     return [SlotHealth(*row) for row in rows]
+
+
+def wal_on_disk(conn: Any) -> tuple[int, int]:
+    """(files, bytes) in the server's pg_wal folder: the disk the slots' retained WAL lives on."""
+    files, size = _execute(conn, "SELECT count(*), coalesce(sum(size), 0) FROM pg_ls_waldir()")[0]
+    return int(files), int(size)
 
 
 def peek_text_changes(conn: Any, slot: str, limit: int | None = None) -> list[tuple[str, int, str]]:
@@ -196,3 +211,71 @@ def peek_decoded_changes(
         (lsn, decoder.feed(data))
         for lsn, data in peek_binary_changes(conn, slot, publication, limit)
     ]
+
+
+def describe_message(decoder: Any, message: Any) -> str:
+    """One readable line for a decoded pgoutput message (rows as column -> value)."""
+    from cdc_kit.lsn import lsn_to_str
+    from cdc_kit.pgoutput import Begin, Commit, Delete, Insert, Relation, Update
+
+    def table(relid: int) -> str:
+        relation = decoder.relation(relid)
+        return f"{relation.namespace}.{relation.name}"
+
+    def row(relid: int, values: Any) -> dict[str, Any]:
+        return decoder.row(relid, values)
+
+    if isinstance(message, Begin):
+        return f"Begin xid={message.xid}"
+    if isinstance(message, Commit):
+        return f"Commit end_lsn={lsn_to_str(message.end_lsn)}"
+    if isinstance(message, Relation):
+        columns = ", ".join(c.name + ("*" if c.is_key else "") for c in message.columns)
+        return f"Relation {message.namespace}.{message.name} ({columns}; * = identity)"
+    if isinstance(message, Insert):
+        return f"Insert {table(message.relid)} new={row(message.relid, message.new)}"
+    if isinstance(message, Update):
+        new = row(message.relid, message.new)
+        if message.old is None:
+            return f"Update {table(message.relid)} new={new}"
+        old = row(message.relid, message.old)
+        return f"Update {table(message.relid)} new={new} old({message.old_kind})={old}"
+    if isinstance(message, Delete):
+        old = row(message.relid, message.old)
+        return f"Delete {table(message.relid)} old({message.old_kind})={old}"
+    return repr(message)
+
+
+def peek_side_by_side(
+    conn: Any, text_slot: str, pgoutput_slot: str, publication: str
+) -> list[dict[str, str]]:
+    """The pending changes of a test_decoding slot and a pgoutput slot, lined up by LSN.
+
+    Neither slot is consumed. Rows: `lsn`, `test_decoding` (the plugin's text), `pgoutput` (the
+    decoded message). pgoutput's Relation messages (a table's layout) have no text twin.
+    """
+    from cdc_kit.pgoutput import Decoder, Relation
+
+    decoder = Decoder()
+    by_lsn: dict[str, dict[str, list]] = {}
+    for lsn, _, data in peek_text_changes(conn, text_slot):
+        by_lsn.setdefault(lsn, {"text": [], "binary": []})["text"].append(data)
+    for lsn, data in peek_binary_changes(conn, pgoutput_slot, publication):
+        message = decoder.feed(data)
+        line = describe_message(decoder, message)
+        kind = "layout" if isinstance(message, Relation) else type(message).__name__
+        by_lsn.setdefault(lsn, {"text": [], "binary": []})["binary"].append((kind, line))
+    rows = []
+    for lsn in sorted(by_lsn, key=_lsn_key):
+        texts = list(by_lsn[lsn]["text"])
+        for kind, line in by_lsn[lsn]["binary"]:
+            text = "" if kind == "layout" or not texts else texts.pop(0)
+            rows.append({"lsn": lsn, "test_decoding": text, "pgoutput": line})
+        rows += [{"lsn": lsn, "test_decoding": text, "pgoutput": ""} for text in texts]
+    return rows
+
+
+def _lsn_key(text: str) -> int:
+    from cdc_kit.lsn import str_to_lsn
+
+    return str_to_lsn(text)

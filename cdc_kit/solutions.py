@@ -1,0 +1,113 @@
+"""The instructor's copy: every lesson notebook with each exercise cell replaced by its solution.
+
+Exercise cells carry the tag `exercise` and a stable cell id; `solutions/<notebook stem>.py`
+holds one block per id, each opened by a line `# %% <cell id>`. Solutions live outside
+`notebooks/` so a learner browsing the lessons in JupyterLab does not stumble on them.
+
+    python -m cdc_kit solutions DIR      # writes DIR/<notebook>.ipynb, exercises solved
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import nbformat
+
+from cdc_kit.errors import CdcKitError
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+SOLUTIONS = REPO / "solutions"
+
+EXERCISE_TAG = "exercise"
+CHECK_TAG = "check"
+_BLOCK = re.compile(r"^# %% (\S+)[ \t]*$", re.MULTILINE)
+
+
+def lesson_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The lessons in order: `00_...ipynb`, `01_...ipynb`, ..."""
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def tagged(cell: nbformat.NotebookNode, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def read_solutions(path: Path) -> dict[str, str]:
+    """Cell id -> solution code, from a `# %% <cell id>` block file."""
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    parts = _BLOCK.split(text)
+    blocks: dict[str, str] = {}
+    for cell_id, code in zip(parts[1::2], parts[2::2], strict=True):
+        if cell_id in blocks:
+            raise CdcKitError(f"{path.name}: two solution blocks for cell {cell_id!r}")
+        blocks[cell_id] = code.strip("\n") + "\n"
+    return blocks
+
+
+def solve(notebook_path: Path, solutions_dir: Path = SOLUTIONS) -> nbformat.NotebookNode:
+    """The notebook with every exercise cell's source replaced by its solution block.
+
+    Refuses (with the names) an exercise cell without a block, and a block without a cell:
+    either means the notebook and its solutions drifted apart.
+    """
+    notebook = nbformat.read(notebook_path, as_version=4)
+    solutions_path = solutions_dir / f"{notebook_path.stem}.py"
+    blocks = read_solutions(solutions_path)
+    exercises = [cell for cell in notebook.cells if tagged(cell, EXERCISE_TAG)]
+    renumbered = [c.get("id", "?") for c in exercises if not c.get("id", "").startswith("exercise")]
+    if renumbered:
+        raise CdcKitError(
+            f"{notebook_path.name}: exercise cell id(s) {', '.join(renumbered)} are not of the "
+            "form 'exercise-<name>': were they renumbered by nbstripout? Restore them "
+            "(git checkout) and strip outputs with `nbstripout --keep-id`"
+        )
+    missing = [cell.get("id", "?") for cell in exercises if cell.get("id") not in blocks]
+    if missing:
+        raise CdcKitError(
+            f"{notebook_path.name}: no solution for exercise cell(s) {', '.join(missing)}; "
+            f"add a '# %% <cell id>' block for each to {solutions_path}"
+        )
+    unused = sorted(set(blocks) - {cell.get("id") for cell in exercises})
+    if unused:
+        raise CdcKitError(
+            f"{solutions_path.name}: block(s) {', '.join(unused)} match no exercise cell of "
+            f"{notebook_path.name} (cell ids must match and carry the tag '{EXERCISE_TAG}')"
+        )
+    for cell in exercises:
+        cell.source = blocks[cell.id].rstrip("\n")
+    return notebook
+
+
+def write_solved(
+    out_dir: Path, notebooks_dir: Path = NOTEBOOKS, solutions_dir: Path = SOLUTIONS
+) -> list[Path]:
+    """Write a solved copy of every lesson into `out_dir`; returns the paths written."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir == Path(notebooks_dir).resolve():
+        raise CdcKitError("refusing to overwrite the learners' notebooks: choose another folder")
+    notebooks = lesson_notebooks(notebooks_dir)
+    solved = [(path, solve(path, solutions_dir)) for path in notebooks]  # all or nothing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, notebook in solved:
+        target = out_dir / path.name
+        nbformat.write(notebook, target)
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cdc_kit solutions",
+        description="Write the instructor's copy of every lesson, exercises solved, into DIR.",
+    )
+    parser.add_argument("dir", type=Path, help="folder to write the solved notebooks to")
+    args = parser.parse_args(argv)
+    for path in write_solved(args.dir):
+        print(f"wrote {path}")
+    return 0
