@@ -44,7 +44,7 @@ class Report:
 
 
 def megabytes(value: float | int | None) -> str:
-    return "?" if value is None else f"{value / 2**20:,.0f} MB"
+    return "?" if value is None else f"{value / 2**20:,.1f} MB"
 
 
 def rss(pid: int) -> int:
