@@ -128,6 +128,7 @@ RDKAFKA_PRODUCER_DEFAULTS: dict[str, Any] = {
     "message.max.bytes": 8 * 2**20,
     # Never let a metadata request create a topic: the broker would give it 4 partitions.
     "allow.auto.create.topics": False,
+    "socket.nagle.disable": True,  # small requests leave at once (no ~40 ms Nagle delay)
     "log_level": 3,  # errors only: a restarting broker is expected, not news
 }
 
@@ -142,6 +143,7 @@ RDKAFKA_CONSUMER_DEFAULTS: dict[str, Any] = {
     "queued.max.messages.kbytes": 16384,
     "allow.auto.create.topics": False,
     "reconnect.backoff.max.ms": 1000,
+    "socket.nagle.disable": True,
     "log_level": 3,
 }
 

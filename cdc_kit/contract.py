@@ -67,9 +67,13 @@ def build_event(
 ) -> OutgoingEvent:
     """One change event in the contract; extra keyword arguments become metadata fields.
 
+    LSNs may be given as integers (`lsn`, `commit_lsn`, `end_lsn`): they are written "X/Y".
     The key is `<table>:<primary key>` (`<table>:*` for a truncate, which affects every row).
     """
     lsn_text = lsn if isinstance(lsn, str) else lsn_to_str(lsn)
+    for name in LSN_FIELDS:
+        if isinstance(metadata.get(name), int):
+            metadata[name] = lsn_to_str(metadata[name])
     if operation == "truncate":
         key = f"{table}:*".encode()
     else:

@@ -36,6 +36,7 @@ def write_progress(client: Any, database: str, group: str, end_lsn: int) -> None
         PROGRESS_TABLE,
         [[group, end_lsn, datetime.now(UTC)]],
         column_names=["group", "end_lsn", "updated_at"],
+        column_type_names=["String", "UInt64", "DateTime64(6, 'UTC')"],
         database=database,
     )
 

@@ -30,24 +30,9 @@ from cdc_kit.errors import CdcKitError
 from cdc_kit.services.broker import BrokerService
 from cdc_kit.services.capture_process import CaptureService
 from cdc_kit.services.clickhouse import ClickHouseService
+from cdc_kit.services.home import is_state_folder, prepare_home
 from cdc_kit.services.postgres import PostgresService
 from cdc_kit.services.process import ProcessService, ServiceStatus, free_ports, tcp_answers
-
-#: A file that marks a folder as a cdc-kit state folder, so `reset` never deletes anything else.
-HOME_MARKER = ".cdc_kit_home"
-
-def prepare_home(home: Path) -> None:
-    """Create the state folder (and its marker), or explain in one line why it cannot be."""
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        for sub in ("run", "logs"):
-            (home / sub).mkdir(exist_ok=True)
-        (home / HOME_MARKER).touch()
-    except OSError as exc:
-        raise CdcKitError(
-            f"cannot write the state folder {home}: {exc.strerror or exc}; "
-            f"set CDC_KIT_HOME to a writable folder"
-        ) from exc
 
 
 @dataclass
@@ -98,7 +83,7 @@ class Stack:
     def reset(self) -> None:
         """Stop everything and delete the state folder (databases, logs)."""
         home = self.settings.home
-        if home.exists() and not (home / HOME_MARKER).exists():
+        if home.exists() and not is_state_folder(home):
             raise CdcKitError(f"refusing to delete {home}: it is not a cdc-kit state folder")
         self.down()
         shutil.rmtree(home, ignore_errors=True)

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import chdb.session
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from cdc_kit import olap, oltp
@@ -91,7 +93,8 @@ def test_timestamps_are_stored_as_utc() -> None:
     item = {"id": 1, "orderId": 2, "productId": 3, "quantity": 1, "price": "9.99",
             "createdAt": "2026-05-01T12:00:00+02:00"}  # fmt: skip
     row = olap.to_row(olap.OrderItemOlap, make("orderitem", "insert", item))
-    assert row["createdAt"] == datetime(2026, 5, 1, 10, 0)
+    assert row["createdAt"] == datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
+    assert row["createdAt"].utcoffset().total_seconds() == 0
     assert row["price"] == Decimal("9.99")
 
 
@@ -173,3 +176,57 @@ def test_create_at_default_is_evaluated_per_row() -> None:
     b = oltp.Customer(email="c@d.ef", name="B", country="NL", city="Y")
     assert a.createdAt <= b.createdAt and a.createdAt.tzinfo is not None
     assert oltp.Customer.model_fields["createdAt"].default_factory is oltp.utcnow
+
+
+# ---- properties (hypothesis): any bytes, any LSN ------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_either_parse_or_fail_with_a_reason(raw: bytes) -> None:
+    try:
+        parse_event(raw)
+    except EventParseError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=10,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["table", "operation", "lsn", "end_lsn", "last_in_txn",
+                                        "unchanged_toast", "x"]), json_values),
+       json_values)  # fmt: skip
+def test_any_json_envelope_either_parses_or_fails_with_a_reason(metadata, payload) -> None:
+    raw = json.dumps({"metadata": metadata, "payload": payload}).encode()
+    try:
+        event = parse_event(raw)
+    except EventParseError as exc:
+        assert str(exc)
+    else:
+        assert event.operation in ("read", "insert", "update", "delete", "truncate")
+        assert isinstance(event.payload, dict) and 0 <= event.lsn < 2**64
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1))
+def test_every_lsn_survives_its_text_form(value: int) -> None:
+    assert str_to_lsn(lsn_to_str(value)) == value
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=20))
+def test_only_hex_slash_hex_is_an_lsn(text: str) -> None:
+    high, slash, low = text.partition("/")
+    well_formed = bool(slash) and all(
+        0 < len(part) <= 8 and all(c in "0123456789abcdefABCDEF" for c in part)
+        for part in (high, low)
+    )
+    try:
+        str_to_lsn(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == well_formed

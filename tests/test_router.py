@@ -7,12 +7,19 @@ other's events; the events are hand-made in the exact contract capture produces.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pytest
 from kafka import TopicPartition
 
 from cdc_kit import olap
+from cdc_kit.config import settings_env
+from cdc_kit.errors import CdcKitError
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
 
@@ -220,3 +227,234 @@ def test_order_by_must_be_the_source_primary_key() -> None:
 
     with pytest.raises(ValueError, match="must be the source primary key"):
         olap.register(BadCustomer, registry={})
+
+
+# ---- safe to drive from a notebook --------------------------------------------------------
+def test_calls_from_the_notebook_wait_for_the_running_batch(isolated) -> None:
+    """step() beside the router's own thread: batches never overlap on one consumer."""
+    stack, router = isolated
+    active, overlaps = [0], []
+    original = router._write
+
+    def watched_write(batch):
+        active[0] += 1
+        overlaps.append(active[0])
+        try:
+            time.sleep(0.01)
+            return original(batch)
+        finally:
+            active[0] -= 1
+
+    router._write = watched_write
+    inserts = [event("customer", "insert", f"0/{i}", {**CUSTOMER, "id": i}) for i in range(1, 41)]
+    send(stack, inserts)
+    router.start()
+    for _ in range(20):
+        router.step(timeout_ms=20)
+        router.dead_letters()
+    deadline = time.monotonic() + 20
+    while router.stats()["consumed"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    router.stop()
+    assert router.stats()["consumed"] == 40
+    assert overlaps and max(overlaps) == 1
+
+
+def test_a_second_router_on_the_group_in_this_process_takes_over(isolated) -> None:
+    stack, first = isolated
+    first.start()
+    second = Router(stack, registry=first.registry)
+    try:
+        second.step(timeout_ms=10)
+        assert not first.running
+        assert second.stats()["running"] is False
+    finally:
+        second.close()
+
+
+ROUTER_IN_A_PROCESS = """
+import sys, time
+from cdc_kit.router import Router
+router = Router()
+router.step(timeout_ms=10)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_router_in_another_process_is_refused_in_one_line_and_freed_when_it_dies(isolated):
+    stack, router = isolated
+    other = subprocess.Popen(
+        [sys.executable, "-c", ROUTER_IN_A_PROCESS],
+        env=settings_env(stack.settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout.readline().strip() == "ready", other.stderr.read()
+        with pytest.raises(CdcKitError) as refused:
+            router.step(timeout_ms=10)
+        message = str(refused.value)
+        assert f"pid {other.pid}" in message and "\n" not in message
+        assert "another group" in message
+    finally:
+        other.kill()  # like an interrupted kernel: nothing is released by hand
+        other.wait()
+    router.step(timeout_ms=10)  # the operating system released the lease
+
+
+# ---- models the router could never write are refused early --------------------------------
+def test_register_refuses_models_that_cannot_work() -> None:
+    class NoCdcColumns(olap.CdcOlapModelBase):
+        __table__ = "x"
+        id: int
+
+    class NoType(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "x"
+        id: int
+        blob: object
+
+    class NoTable(olap.CdcOlapModelBase, olap.CdcFields):
+        id: int
+
+    for model, reason in [
+        (NoCdcColumns, "is_deleted"),
+        (NoType, "no ClickHouse type"),
+        (NoTable, "__table__"),
+    ]:
+        with pytest.raises(olap.ModelError, match=reason):
+            olap.register(model, registry={})
+
+
+def test_a_table_clickhouse_refuses_to_create_dead_letters_its_events(isolated) -> None:
+    stack, router = isolated
+
+    class Odd(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "odd"
+        id: Annotated[int, "uint64"]
+        amount: Annotated[Decimal, "LowCardinality"]  # ClickHouse forbids this type
+
+    olap.register(Odd, registry=router.registry)  # passes the model checks; ClickHouse says no
+    send(stack, [event("odd", "insert", "0/10", {"id": 1, "amount": "1.50"}),
+                 event("customer", "insert", "0/11", CUSTOMER)])  # fmt: skip
+    stats = drain(router, 2)
+    assert stats["dead_by_stage"] == {"warehouse": 1}
+    assert stats["by_table"] == {"customer": 1}  # the router went on
+    (letter,) = router.dead_letters()
+    assert "refused to create table odd" in letter["error"]
+
+
+def test_stats_count_dead_letters_by_stage_and_replays_as_routed(isolated) -> None:
+    stack, router = isolated
+    send(stack, [b"not json", event("supplier", "insert", "0/10", {"id": 7, "name": "B"})])
+    stats = drain(router, 2)
+    assert stats["dead_by_stage"] == {"decode": 1, "lookup": 1}
+
+    class SupplierOlap(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "supplier"
+        id: Annotated[int, "uint64"]
+        name: str
+
+    router.register(SupplierOlap)
+    router.replay_dead_letters()
+    stats = router.stats()
+    assert (stats["routed"], stats["replayed"], stats["by_table"]) == (1, 1, {"supplier": 1})
+    assert stats["consumed"] + stats["replayed"] == stats["routed"] + stats["dead_lettered"]
+
+
+# ---- no silent wrong values ----------------------------------------------------------------
+def test_a_column_missing_from_an_insert_is_a_dead_letter_not_a_default(isolated) -> None:
+    stack, router = isolated
+    order = {"id": 1, "customerId": 1, "orderDate": "2026-01-01T00:00:00+00:00", "total": "5.00"}
+    send(stack, [event("order", "insert", "0/10", order)])  # no status, no createdAt
+    stats = drain(router, 1)
+    assert stats["dead_by_stage"] == {"validate": 1}
+    (letter,) = router.dead_letters()
+    assert "status" in letter["error"] and "createdAt" in letter["error"]
+
+
+def test_times_are_stored_right_whatever_the_routers_time_zone(isolated) -> None:
+    stack, router = isolated
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "Europe/Paris"
+    time.tzset()
+    try:
+        send(stack, [event("customer", "insert", "0/10", CUSTOMER)])
+        drain(router, 1)
+    finally:
+        if saved is None:
+            os.environ.pop("TZ")
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+    db = stack.settings.clickhouse_database
+    stored = stack.clickhouse().query(f"SELECT toString(createdAt) FROM `{db}`.customer")
+    assert stored.result_rows == [("2026-01-01 00:00:00.000000",)]
+
+
+# ---- schema: insert settings, new columns ------------------------------------------------------
+def test_insert_settings_keep_versions_of_one_key_in_one_batch(isolated) -> None:
+    stack, router = isolated
+    versions = [event("customer", "update", f"0/{i}", {**CUSTOMER, "city": f"c{i}"}) for i in
+                range(1, 4)]  # fmt: skip
+    send(stack, versions)
+    drain(router, 3)
+    db = stack.settings.clickhouse_database
+    count = f"SELECT count() FROM `{db}`.customer"
+    assert stack.clickhouse().query(count).result_rows == [(1,)]  # collapsed inside the INSERT
+
+    keeping = Router(stack, registry=router.registry, group=router.group + "_k",
+                     insert_settings={"optimize_on_insert": 0})  # fmt: skip
+    try:
+        keeping.step(timeout_ms=2000)
+        assert stack.clickhouse().query(count).result_rows == [(4,)]
+    finally:
+        keeping.close()
+
+
+def test_a_column_added_to_the_model_is_added_to_the_table(isolated) -> None:
+    stack, router = isolated
+
+    class Item(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "item"
+        id: Annotated[int, "uint64"]
+        name: str
+
+    router.register(Item)
+    send(stack, [event("item", "insert", "0/10", {"id": 1, "name": "old"})])
+    drain(router, 1)
+
+    class ItemWithColour(Item):
+        colour: str | None
+
+    router.register(ItemWithColour)  # the table gets the column now, before any event
+    db = stack.settings.clickhouse_database
+    ch = stack.clickhouse()
+    columns = ch.query(f"SELECT name, type FROM system.columns WHERE database = '{db}' "
+                       "AND table = 'item' ORDER BY position").result_rows  # fmt: skip
+    assert ("colour", "Nullable(String)") in columns
+    send(stack, [event("item", "insert", "0/20", {"id": 2, "name": "new", "colour": "red"})])
+    stats = drain(router, 2)
+    assert stats["dead_lettered"] == 0
+    rows = ch.query(f"SELECT id, name, colour FROM `{db}`.item FINAL ORDER BY id").result_rows
+    assert rows == [(1, "old", None), (2, "new", "red")]  # old rows read the default
+
+
+def test_the_seeds_views_answer_the_seeds_queries(isolated) -> None:
+    stack, router = isolated
+    send(stack, [
+        event("customer", "insert", "0/10", CUSTOMER),
+        event("order", "insert", "0/11", {"id": 5, "customerId": 1, "total": "9.50",
+              "orderDate": "2026-01-02T00:00:00+00:00", "status": "paid",
+              "createdAt": "2026-01-02T00:00:00+00:00"}),
+        event("order", "delete", "0/12", {"id": 5}),
+    ])  # fmt: skip
+    drain(router, 3)
+    db = stack.settings.clickhouse_database
+    ch = stack.clickhouse(database=db)
+    rows = ch.query("SELECT order_id, customer_name, total, is_deleted, lsn FROM order_fact "
+                    "ORDER BY lsn DESC LIMIT 10").result_rows  # fmt: skip
+    # The tombstone shows, with the defaults of a key-only delete, as the seed's README says.
+    assert rows == [(5, "", Decimal("0"), 1, 0x12)]
+    assert ch.query("SELECT customer_id, name FROM customer_dim").result_rows == [(1, "Ada")]

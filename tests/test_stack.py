@@ -7,12 +7,16 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from sqlalchemy import text
 
+from cdc_kit import oltp
+from cdc_kit.services.home import LAYOUT_VERSION
 from tests.conftest import make_test_env, run_cli
 
 SERVICES = ("postgres", "broker", "clickhouse")
@@ -159,3 +163,73 @@ def test_docker_mode_only_checks_that_services_answer(stack, lifecycle_env) -> N
     assert result.returncode == 1
     assert result.stderr.startswith("error: docker mode: not reachable: postgres")
     assert "CDC_KIT_MODE=embedded" in result.stderr
+
+
+def test_demo_runs_on_a_fresh_state_folder(lifecycle_env: dict[str, str]) -> None:
+    """As a new user types it: nothing started yet, nothing created, one command."""
+    result = run_cli(lifecycle_env, "demo", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "PostgreSQL and ClickHouse FINAL agree" in result.stdout
+    assert "with FINAL the row is gone: []" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only under root")
+def test_a_private_state_folder_under_root_names_the_folder_and_the_fix(lifecycle_env) -> None:
+    private = Path(tempfile.mkdtemp(prefix="cdc_kit_private_"))  # mode 700, as mktemp -d makes
+    try:
+        result = run_cli({**lifecycle_env, "CDC_KIT_HOME": str(private / "home")}, "up",
+                         "--only", "postgres")  # fmt: skip
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert f"cannot enter {private} (mode drwx------" in result.stderr
+        assert f"chmod o+x {private}" in result.stderr
+        private.chmod(0o711)  # exactly what the message says
+        result = run_cli({**lifecycle_env, "CDC_KIT_HOME": str(private / "home")}, "up",
+                         "--only", "postgres")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    finally:
+        run_cli({**lifecycle_env, "CDC_KIT_HOME": str(private / "home")}, "down")
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def test_a_state_folder_of_an_older_kit_is_upgraded_and_a_newer_one_refused(lifecycle_env):
+    home = Path(lifecycle_env["CDC_KIT_HOME"])
+    home.mkdir(parents=True)
+    (home / ".cdc_kit_home").write_text("")  # what the first kits wrote
+    result = run_cli(lifecycle_env, "up", "--only", "broker")
+    assert result.returncode == 0, result.stderr
+    assert (home / ".cdc_kit_home").read_text().strip() == f"layout {LAYOUT_VERSION}"
+
+    (home / ".cdc_kit_home").write_text(f"layout {LAYOUT_VERSION + 1}\n")
+    result = run_cli(lifecycle_env, "up", "--only", "broker")
+    assert result.returncode == 1
+    assert "python -m cdc_kit reset" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_raw_sql_as_a_learner_types_it_fills_the_defaulted_columns(stack) -> None:
+    engine = stack.pg_engine()
+    oltp.create_all(engine)
+    with engine.begin() as conn:
+        customer = conn.execute(text(
+            "INSERT INTO customer (email, name, country, city) "
+            "VALUES ('raw@example.com', 'Raw Sql', 'NL', 'Ede') RETURNING id"
+        )).scalar_one()  # fmt: skip
+        order = conn.execute(text(
+            'INSERT INTO "order" ("customerId", total) VALUES (:c, 12.50) RETURNING id'
+        ), {"c": customer}).scalar_one()  # fmt: skip
+        product = conn.execute(text("SELECT min(id) FROM product")).scalar_one()
+        if product is None:
+            product = conn.execute(text(
+                "INSERT INTO product (name, category, price) VALUES ('Mug', 'kitchen', 5) "
+                "RETURNING id"
+            )).scalar_one()  # fmt: skip
+        conn.execute(text(
+            'INSERT INTO orderitem ("orderId", "productId", quantity, price) '
+            "VALUES (:o, :p, 1, 12.50)"
+        ), {"o": order, "p": product})  # fmt: skip
+        status, dated = conn.execute(
+            text('SELECT status, "orderDate" IS NOT NULL FROM "order" WHERE id = :o'), {"o": order}
+        ).one()
+    assert (status, dated) == ("pending", True)

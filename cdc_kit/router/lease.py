@@ -92,6 +92,7 @@ class GroupLease:
             name = " ".join(psutil.Process(pid).cmdline()[:3])
         except psutil.Error:
             name = holder.get("command", "?")
+        name = " ".join(name.split())[:80]  # one line, whatever the command looked like
         if "ipykernel" in name:
             name = f"a Jupyter kernel: {name}"
         return (

