@@ -1,36 +1,134 @@
-"""Every lesson notebook runs top to bottom against the real test stack.
+"""Every lesson notebook runs against the real stack, three ways.
 
-The kernels inherit the session stack's CDC_KIT_* variables (see conftest), so notebooks use
-the same `ensure_running()` a learner calls, pointed at the test services.
+(a) the solved copies (`python -m cdc_kit solutions`), all in order, on the shared session
+    stack: "works after the others"; each notebook's time is printed (one ordered pass should
+    stay under 2 minutes in total);
+(b) each unsolved notebook, errors allowed: its `check` cells, and only those, must fail;
+(c) each solved notebook alone on a fresh stack of its own: "works on a fresh stack".
+
+Kernels inherit the CDC_KIT_* variables of the stack they must use (see conftest), so the
+notebooks call the same `ensure_running()` a learner calls, pointed at the test services.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from cdc_kit.stack import Stack
+from cdc_kit.solutions import CHECK_TAG, EXERCISE_TAG, NOTEBOOKS, lesson_notebooks, write_solved
+from cdc_kit.stack import Stack, ensure_running
+from tests.conftest import make_test_env, settings_from
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb"))
+LESSONS = lesson_notebooks()
+IDS = [path.stem for path in LESSONS]
+ORDERED_PASS: dict[str, float] = {}
 
 
-def test_there_are_notebooks() -> None:
-    assert NOTEBOOKS, "no lesson notebooks found"
+@pytest.fixture(scope="session")
+def solved_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("solved")
+    write_solved(folder)
+    return folder
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path: Path, stack: Stack) -> None:
+def tags(cell: nbformat.NotebookNode) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def execute(
+    path: Path, env: dict[str, str] | None = None, allow_errors: bool = False
+) -> tuple[nbformat.NotebookNode, float]:
+    """Run a notebook top to bottom in a fresh kernel (working folder: notebooks/)."""
     notebook = nbformat.read(path, as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), (
-        f"{path.name} is committed with outputs; run nbstripout"
-    )
     client = NotebookClient(
         notebook,
         timeout=300,
         kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    client.execute()
+    began = time.monotonic()
+    client.execute(**({"env": env} if env is not None else {}))
+    return notebook, time.monotonic() - began
+
+
+def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    with capsys.disabled():
+        print(f"\n    {line}", end="")
+
+
+def test_there_are_lessons() -> None:
+    assert [path.name[:2] for path in LESSONS][:6] == ["00", "01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=IDS)
+def test_notebook_is_committed_clean_with_stable_exercise_ids(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code), (
+        f"{path.name} is committed with outputs; run `nbstripout --keep-id {path}`"
+    )
+    exercises = [cell for cell in code if EXERCISE_TAG in tags(cell)]
+    checks = [cell for cell in code if CHECK_TAG in tags(cell)]
+    assert exercises and checks, f"{path.name} needs an exercise cell and a check cell"
+    for cell in exercises + checks:
+        kind = EXERCISE_TAG if cell in exercises else CHECK_TAG
+        assert cell.get("id", "").startswith(f"{kind}-"), (
+            f"{path.name}: a cell tagged {kind!r} has the id {cell.get('id')!r}, not "
+            f"'{kind}-<name>' (renumbered by nbstripout? use --keep-id)"
+        )
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=IDS)
+def test_solved_notebooks_run_in_order(
+    path: Path, solved_dir: Path, stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, seconds = execute(solved_dir / path.name)
+    ORDERED_PASS[path.stem] = seconds
+    report(
+        capsys,
+        f"{path.stem}: {seconds:.1f} s solved, in order "
+        f"(ordered pass so far: {sum(ORDERED_PASS.values()):.1f} s)",
+    )
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=IDS)
+def test_unsolved_notebook_fails_only_in_its_check_cells(path: Path, stack: Stack) -> None:
+    notebook, _ = execute(path, allow_errors=True)
+    failed = [
+        cell.get("id")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        and any(output.get("output_type") == "error" for output in cell.get("outputs", []))
+    ]
+    checks = [cell.get("id") for cell in notebook.cells if CHECK_TAG in tags(cell)]
+    errors = {
+        cell.get("id"): [o.get("ename") + ": " + o.get("evalue", "") for o in cell.outputs
+                         if o.get("output_type") == "error"]
+        for cell in notebook.cells
+        if cell.get("id") in failed
+    }  # fmt: skip
+    assert failed == checks, f"{path.name}: failing cells {errors}, check cells {checks}"
+    for cell_id in checks:
+        assert all(line.startswith("CheckFailed") for line in errors[cell_id]), errors[cell_id]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LESSONS, ids=IDS)
+def test_solved_notebook_runs_alone_on_a_fresh_stack(
+    path: Path, solved_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = make_test_env("cdc_kit_alone_")
+    fresh = ensure_running(settings_from(env))
+    try:
+        _, seconds = execute(solved_dir / path.name, env={**os.environ, **env})
+        report(capsys, f"{path.stem}: {seconds:.1f} s solved, alone on a fresh stack")
+    finally:
+        fresh.down()
+        shutil.rmtree(Path(env["CDC_KIT_HOME"]).parent, ignore_errors=True)

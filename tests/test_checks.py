@@ -1,0 +1,311 @@
+"""The lessons' self-checks against the real stack: the right answer passes; the placeholder
+and a real typical wrong answer fail, with a message that says what to try."""
+
+from __future__ import annotations
+
+import random
+import types
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Union, get_args, get_origin
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Field, SQLModel
+
+from cdc_kit import oltp, replication
+from cdc_kit.checks import CheckFailed, lesson00, lesson01, lesson02, lesson03, lesson04, lesson05
+from cdc_kit.checks.common import topic_events, wait_for
+from cdc_kit.lsn import lsn_to_str, str_to_lsn
+from cdc_kit.olap import CdcFields, CdcOlapModelBase, create_table_sql
+from cdc_kit.router import Router
+from cdc_kit.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def lab(stack: Stack) -> Iterator[Stack]:
+    """The session stack with the lesson tables and their sample rows."""
+    oltp.create_all(stack.pg_engine())
+    oltp.load_sample_data(stack.pg_engine(), progress=False)
+    yield stack
+
+
+@pytest.fixture()
+def router(lab: Stack) -> Iterator[Router]:
+    routing = Router(lab)
+    yield routing
+    routing.close()
+
+
+def run(sql: str, stack: Stack, **params: object) -> object:
+    """One statement in its own transaction; the first column of the first row, if any."""
+    with stack.pg_engine().begin() as db:
+        result = db.execute(text(sql), params)
+        return result.scalar_one() if result.returns_rows else None
+
+
+def new_product(stack: Stack, price: str = "10.00") -> int:
+    return run(  # type: ignore[return-value]
+        "INSERT INTO product (name, category, price) VALUES (:name, 'test', :price) RETURNING id",
+        stack,
+        name=f"check {uuid.uuid4().hex[:6]}",
+        price=price,
+    )
+
+
+def fails(check: object, *args: object, says: str) -> CheckFailed:
+    with pytest.raises(CheckFailed) as failure:
+        check(*args)  # type: ignore[operator]
+    assert says in str(failure.value), str(failure.value)
+    assert failure.value.hint, "a failed check must say what to try"
+    return failure.value
+
+
+# ---- lesson 00: the event of a fresh customer --------------------------------------------------
+def test_lesson00_the_lsn_of_the_customers_insert_event(
+    lab: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"Check Customer {uuid.uuid4().hex[:6]}"
+    run(
+        "INSERT INTO customer (email, name, country, city) VALUES (:email, :name, 'GB', 'Leeds')",
+        lab, email=f"{uuid.uuid4().hex[:8]}@example.com", name=name,
+    )  # fmt: skip
+
+    def my_event() -> dict | None:
+        events = topic_events(lab, "customer")
+        mine = events[events["payload"].map(lambda row: row.get("name") == name)]
+        return None if mine.empty else mine.iloc[-1].to_dict()
+
+    event = wait_for(my_event)
+    assert event is not None, "capture did not publish the insert"
+
+    lesson00.check_event_lsn(lab, name, event["lsn"])
+    lesson00.check_event_lsn(lab, name, str_to_lsn(event["lsn"]))  # the integer form too
+    assert "✓" in capsys.readouterr().out
+    fails(lesson00.check_event_lsn, lab, name, None, says="placeholder")
+
+    others = topic_events(lab, "customer")
+    other_lsn = others[others["payload"].map(lambda row: row.get("name") != name)].iloc[-1]["lsn"]
+    fails(lesson00.check_event_lsn, lab, name, other_lsn, says="another event")
+    current = run("SELECT pg_current_wal_lsn()::text", lab)
+    fails(lesson00.check_event_lsn, lab, name, current, says="no event on the topic")
+
+
+# ---- lesson 01: a fresh price, read back with FINAL --------------------------------------------
+def test_lesson01_a_price_read_from_clickhouse_with_final(
+    lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
+) -> None:
+    product = new_product(lab)
+    router.catch_up()
+    ch = lab.clickhouse()
+    ch.command("SYSTEM STOP MERGES product")  # keep both versions for the no-FINAL answer
+    try:
+        target = Decimal(random.randint(100, 9999)) / 100
+        run("UPDATE product SET price = :p WHERE id = :id", lab, p=target, id=product)
+        router.catch_up()
+        price, lsn = ch.query(
+            "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64}",
+            parameters={"id": product},
+        ).result_rows[0]
+        lesson01.check_price(lab, product, target, price, lsn)
+        assert "✓" in capsys.readouterr().out
+        fails(lesson01.check_price, lab, product, target, None, None, says="placeholder")
+
+        oldest = ch.query(  # what a read without FINAL may return: the first version stored
+            "SELECT price, lsn FROM product WHERE id = {id:UInt64} ORDER BY lsn LIMIT 1",
+            parameters={"id": product},
+        ).result_rows[0]
+        fails(lesson01.check_price, lab, product, target, *oldest, says="older version")
+
+        # Updated in PostgreSQL but never routed, and the price read from PostgreSQL:
+        second = target + 1
+        run("UPDATE product SET price = :p WHERE id = :id", lab, p=second, id=product)
+        from_postgres = run("SELECT price FROM product WHERE id = :id", lab, id=product)
+        fails(
+            lesson01.check_price, lab, product, second, from_postgres, lsn, says="not been routed"
+        )
+    finally:
+        ch.command("SYSTEM START MERGES product")
+        router.catch_up()
+
+
+# ---- lesson 02: the OLAP model of a new entity, and its table ----------------------------------
+class ReviewBase(SQLModel):
+    productId: int = Field(foreign_key="product.id")
+    rating: int = Field(ge=1, le=5)
+    verdict: str = Field(max_length=20)
+    comment: str | None = Field(default=None, max_length=2000)
+    createdAt: datetime = Field(default_factory=oltp.utcnow)
+
+
+class ReviewOlap(CdcOlapModelBase, ReviewBase, CdcFields):
+    __table__ = "review"
+    id: Annotated[int, "uint64"]
+    productId: Annotated[int, "uint64"]
+    verdict: Annotated[str, "LowCardinality"]
+
+
+class ReviewOlapSignedIds(CdcOlapModelBase, ReviewBase, CdcFields):
+    """The typical slip: ids left as plain `int`, so ClickHouse makes them Int64."""
+
+    __table__ = "review"
+    id: int
+    verdict: Annotated[str, "LowCardinality"]
+
+
+def test_lesson02_the_review_table_made_from_its_olap_model(
+    lab: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ch = lab.clickhouse()
+    database = lab.settings.clickhouse_database
+    ch.command("DROP TABLE IF EXISTS review")
+    fails(lesson02.check_review_table, lab, None, says="placeholder")
+    fails(lesson02.check_review_table, lab, ReviewOlap, says="no table")
+
+    ch.command(create_table_sql(ReviewOlap, database=database))
+    lesson02.check_review_table(lab, ReviewOlap)
+    assert "✓" in capsys.readouterr().out
+
+    ch.command("DROP TABLE review")
+    ch.command(create_table_sql(ReviewOlapSignedIds, database=database))
+    fails(lesson02.check_review_table, lab, ReviewOlapSignedIds, says="`id` is Int64")
+    ch.command("DROP TABLE review")
+
+
+# ---- lesson 03: a slot moved past a fresh target, not only peeked ------------------------------
+def test_lesson03_the_text_slot_moved_past_the_target(
+    lab: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slot = f"check_text_{uuid.uuid4().hex[:6]}"
+    conn = lab.pg_connection()
+    conn.autocommit = True
+    try:
+        replication.ensure_slot(conn, slot, plugin="test_decoding")
+        new_product(lab)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_log_standby_snapshot()")
+            cur.execute("SELECT pg_current_wal_lsn()::text")
+            target = cur.fetchone()[0]
+            cur.execute(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                (slot,),
+            )
+            before = cur.fetchone()[0]
+        fails(lesson03.check_slot_released, lab, slot, target, None, says="placeholder")
+
+        peeked = replication.peek_text_changes(conn, slot)  # reads, moves nothing
+        assert peeked
+        fails(lesson03.check_slot_released, lab, slot, target, before, says="still at")
+        fails(lesson03.check_slot_released, lab, slot, target, target, says="peeking")
+
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, target))
+            cur.execute(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                (slot,),
+            )
+            position = cur.fetchone()[0]
+        lesson03.check_slot_released(lab, slot, target, position)
+        assert "✓" in capsys.readouterr().out
+        fails(lesson03.check_slot_released, lab, slot, target, before, says="but")
+
+        replication.drop_slot(conn, slot)
+        fails(lesson03.check_slot_released, lab, slot, target, position, says="does not exist")
+    finally:
+        replication.drop_slot(conn, slot)
+        conn.close()
+
+
+# ---- lesson 04: the tombstone of a fresh delete ------------------------------------------------
+def test_lesson04_the_tombstone_lsn_of_a_deleted_product(
+    lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
+) -> None:
+    product = new_product(lab)
+    router.catch_up()
+    fails(lesson04.check_tombstone, lab, product, None, says="placeholder")
+    fails(lesson04.check_tombstone, lab, product, "0/1", says="still exists")
+
+    ch = lab.clickhouse()
+    ch.command("SYSTEM STOP MERGES product")  # keep the live version beside the tombstone
+    try:
+        run("DELETE FROM product WHERE id = :id", lab, id=product)
+        fails(lesson04.check_tombstone, lab, product, "0/1", says="no tombstone")
+        router.catch_up()
+        rows = ch.query(
+            "SELECT is_deleted, lsn FROM product WHERE id = {id:UInt64} ORDER BY lsn",
+            parameters={"id": product},
+        ).result_rows
+        tombstone = next(lsn for deleted, lsn in rows if deleted == 1)
+        live = next(lsn for deleted, lsn in rows if deleted == 0)
+        lesson04.check_tombstone(lab, product, tombstone)
+        lesson04.check_tombstone(lab, product, lsn_to_str(tombstone))
+        assert "✓" in capsys.readouterr().out
+        fails(lesson04.check_tombstone, lab, product, live, says="live version")
+        fails(lesson04.check_tombstone, lab, product, tombstone + 1, says="not the lsn")
+    finally:
+        ch.command("SYSTEM START MERGES product")
+
+
+# ---- lesson 05: a default for any annotation ---------------------------------------------------
+TYPE_DEFAULTS = {
+    str: "", int: 0, float: 0.0, bool: False, Decimal: Decimal(0), datetime: datetime(1970, 1, 1)
+}  # fmt: skip
+
+
+def unwrap(annotation: object) -> object:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation
+
+
+def seed_unwrap(annotation: object) -> object:
+    """The seed's unwrapping: `typing.Union` only, so `X | None` stays wrapped."""
+    if get_origin(annotation) is Union:
+        annotation = [a for a in get_args(annotation) if a is not type(None)][0]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def test_lesson05_type_default_on_every_column_and_a_real_delete(
+    lab: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    product = new_product(lab)
+    run("DELETE FROM product WHERE id = :id", lab, id=product)
+    assert wait_for(lambda: _delete_on_topic(lab, product)), "capture did not publish the delete"
+
+    lesson05.check_type_default(lambda a: TYPE_DEFAULTS[unwrap(a)], lab, product)
+    assert "✓" in capsys.readouterr().out
+
+    def placeholder(annotation: object) -> None: ...
+
+    fails(lesson05.check_type_default, placeholder, lab, product, says="returned None")
+    fails(lesson05.check_type_default, None, lab, product, says="not a function")
+    fails(
+        lesson05.check_type_default,
+        lambda a: TYPE_DEFAULTS[seed_unwrap(a)], lab, product,
+        says="raised KeyError",
+    )  # fmt: skip
+    fails(
+        lesson05.check_type_default,
+        lambda a: TYPE_DEFAULTS.get(a), lab, product,  # forgot to unwrap at all
+        says="returned None",
+    )  # fmt: skip
+    fails(
+        lesson05.check_type_default,
+        lambda a: TYPE_DEFAULTS[unwrap(a)], lab, product + 10_000_000,
+        says="no delete event",
+    )  # fmt: skip
+
+
+def _delete_on_topic(stack: Stack, product: int) -> bool | None:
+    events = topic_events(stack, "product")
+    found = events[(events["key"] == f"product:{product}") & (events["operation"] == "delete")]
+    return True if not found.empty else None
