@@ -1,0 +1,13 @@
+"""Solutions of notebooks/06_in_notebook_router.ipynb, one block per exercise cell id."""
+# ruff: noqa: F821, B018 - names come from the notebook's earlier cells; the last line shows
+
+# %% exercise-route-refunds
+class RefundOlap(CdcOlapModelBase, RefundBase, CdcFields):
+    __table__ = "refund"
+    id: Annotated[int, "uint64"]
+    paymentId: Annotated[int, "uint64"]
+    reason: Annotated[str, "LowCardinality"]
+
+
+router.register(RefundOlap)
+print(router.replay_dead_letters())

@@ -1,0 +1,12 @@
+"""Solutions of notebooks/07_replacingmergetree.ipynb, one block per exercise cell id."""
+# ruff: noqa: F821, B018 - names come from the notebook's earlier cells; the last line shows
+
+# %% exercise-newest-units
+newest_sql = """
+SELECT id, argMax(units, lsn) AS units
+FROM lesson07_stock
+GROUP BY id
+HAVING argMax(is_deleted, lsn) = 0
+ORDER BY id
+"""
+ch.query_df(newest_sql)
