@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install up down status reset demo bench lint
+.PHONY: lab test install up down status reset demo bench lint api
 
 # The venv is rebuilt only when the pins change.
 $(STAMP): requirements.txt pyproject.toml
@@ -34,6 +34,8 @@ reset: install
 	$(PY) -m cdc_kit reset
 demo: install
 	$(PY) -m cdc_kit demo
+api: install  ## the seed's HTTP write API on 127.0.0.1:3002
+	$(PY) -m cdc_kit api --port 3002
 bench: install
 	$(PY) bench/run_all.py
 lint: install

@@ -1,4 +1,5 @@
-"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo|solutions`.
+"""Command line: `python -m cdc_kit up|down|status|reset|capture|route|demo|api|doctor|env`,
+`solutions`.
 
 Problems a person can fix (port in use, unwritable folder...) are printed as one line starting
 with `error:` and exit code 1, never as a traceback.
@@ -7,6 +8,7 @@ with `error:` and exit code 1, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -72,10 +74,41 @@ def cmd_route(args: argparse.Namespace) -> int:
     return route_main(args.rest)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from cdc_kit.doctor import main as doctor_main
+
+    return doctor_main(args.rest)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Shell variables for psql and curl: `eval "$(python -m cdc_kit env)"`."""
+    s = get_stack().settings
+    values = {
+        "PGHOST": s.pg_host,
+        "PGPORT": s.pg_port,
+        "PGUSER": s.pg_user,
+        "PGPASSWORD": s.pg_password,
+        "PGDATABASE": s.pg_database,
+        "CLICKHOUSE_URL": f"http://{s.clickhouse_host}:{s.clickhouse_port}/",
+        "CLICKHOUSE_USER": s.clickhouse_user,
+        "CLICKHOUSE_PASSWORD": s.clickhouse_password,
+        "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+    }
+    for name, value in values.items():
+        print(f"export {name}={shlex.quote(str(value))}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cdc_kit.demo import main as demo_main
 
     return demo_main(args.rest)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from cdc_kit.api import main as api_main
+
+    return api_main(args.rest)
 
 
 def cmd_solutions(args: argparse.Namespace) -> int:
@@ -92,12 +125,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "capture": (cmd_capture, "run the capture service in the foreground"),
     "route": (cmd_route, "run the router as a service in the foreground"),
     "demo": (cmd_demo, "make a few changes and show them arrive in ClickHouse"),
+    "api": (cmd_api, "serve the seed's HTTP write API (FastAPI, default port 3002)"),
+    "doctor": (cmd_doctor, "one screen for an instructor: services, slots, router, dead letters"),
+    "env": (cmd_env, 'shell variables for psql and curl: eval "$(python -m cdc_kit env)"'),
     "solutions": (cmd_solutions, "write the instructor's copy of the lessons (solved) to DIR"),
 }
 
 
 #: Commands with options of their own (see `python -m cdc_kit route --help`).
-PASS_THROUGH = ("capture", "route", "demo", "solutions")
+PASS_THROUGH = ("capture", "route", "demo", "api", "doctor", "solutions")
 
 
 def build_parser() -> argparse.ArgumentParser:

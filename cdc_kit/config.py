@@ -7,12 +7,14 @@ the embedded stack to the docker stack is one variable: `CDC_KIT_MODE=docker`.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Ports of the two stacks. Embedded ones are unusual on purpose, so they rarely collide
@@ -23,9 +25,25 @@ DEFAULT_PORTS: dict[str, dict[str, int]] = {
 }
 
 
+#: In the state folder: this lab's own ports (with CDC_KIT_PORTS=auto) and credentials,
+#: written by `up`, readable by its owner only.
+LAB_FILE = "lab.json"
+#: What a lab file may supply (when not set explicitly); its ports count with ports=auto only.
+LAB_PORTS = ("pg_port", "kafka_port", "clickhouse_port")
+LAB_CREDENTIALS = ("pg_password", "clickhouse_user", "clickhouse_password")
+
+
 def _repo_root() -> Path:
     """The folder holding the cdc_kit package (the repository root in a checkout)."""
     return Path(__file__).resolve().parent.parent
+
+
+def read_lab(home: Path) -> dict[str, Any]:
+    """The lab file of a state folder ({} if there is none yet, or it cannot be read)."""
+    try:
+        return json.loads((Path(home) / LAB_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class Settings(BaseSettings):
@@ -46,6 +64,9 @@ class Settings(BaseSettings):
 
     mode: Literal["embedded", "docker"] = "embedded"
     home: Path = Field(default_factory=lambda: _repo_root() / ".cdc_kit")
+    #: "fixed": the documented ports. "auto" (for shared workshop servers): each lab picks free
+    #: loopback ports the first time it starts and keeps them in its state folder.
+    ports: Literal["fixed", "auto"] = "fixed"
 
     # PostgreSQL (the OLTP source)
     pg_host: str = "127.0.0.1"
@@ -84,21 +105,39 @@ class Settings(BaseSettings):
     #: ("router", needed with the embedded memory-only broker). Default: by mode.
     confirm_after: Literal["broker", "router"] | None = None
 
+    #: Fields given explicitly (environment, .env, arguments): the rest is derived.
+    _explicit: set[str] = PrivateAttr(default_factory=set)
+
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
+        self._explicit = set(self.model_fields_set)
+        self.home = Path(self.home).expanduser().absolute()
+        if self.mode == "embedded":
+            lab = read_lab(self.home)
+            for name in LAB_CREDENTIALS:  # an explicit empty password counts as not set
+                if lab.get(name) and (name not in self._explicit or not getattr(self, name)):
+                    setattr(self, name, lab[name])
+            for name in LAB_PORTS if self.ports == "auto" else ():
+                if name not in self._explicit and lab.get(name):
+                    setattr(self, name, lab[name])
         defaults = DEFAULT_PORTS[self.mode]
         for name, port in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, port)
         if self.pg_dsn is None:
-            auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
+            auth = quote(self.pg_user, safe="")
+            if self.pg_password:
+                auth += ":" + quote(self.pg_password, safe="")
             self.pg_dsn = f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
         if self.confirm_after is None:
             self.confirm_after = "router" if self.mode == "embedded" else "broker"
         if self.kafka_bootstrap is None:
             self.kafka_bootstrap = f"{self.kafka_host}:{self.kafka_port}"
-        self.home = Path(self.home).expanduser().absolute()
         return self
+
+    def reloaded(self) -> Settings:
+        """The same explicit settings, derived again (e.g. after `up` wrote the lab file)."""
+        return type(self)(**{name: getattr(self, name) for name in self._explicit})
 
     @property
     def pg_sqlalchemy_url(self) -> str:
@@ -111,23 +150,29 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
-def _cached_settings(env_snapshot: tuple[tuple[str, str], ...]) -> Settings:
+def _cached_settings(env_snapshot: tuple[tuple[str, str], ...], lab_stamp: int) -> Settings:
     return Settings()
+
+
+def _lab_stamp(env: dict[str, str]) -> int:
+    """When the lab file of the current state folder last changed (0: none)."""
+    home = Path(env.get("CDC_KIT_HOME") or _repo_root() / ".cdc_kit").expanduser()
+    try:
+        return (home / LAB_FILE).stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def get_settings(**overrides: object) -> Settings:
     """The current settings; keyword arguments override single fields (handy in tests).
 
-    Cached per environment, so changing `CDC_KIT_*` variables (as tests do) is honoured.
+    Cached per environment and lab file, so changing `CDC_KIT_*` variables (as tests do) or
+    a first `up` (which writes the lab's ports and credentials) is honoured.
     """
     if overrides:
         return Settings(**overrides)  # type: ignore[arg-type]
-    env = tuple(
-        sorted(
-            (k, v) for k, v in os.environ.items() if k.startswith("CDC_KIT_") or k == "PG_RUN_AS"
-        )
-    )
-    return _cached_settings(env)
+    env = {k: v for k, v in os.environ.items() if k.startswith("CDC_KIT_") or k == "PG_RUN_AS"}
+    return _cached_settings(tuple(sorted(env.items())), _lab_stamp(env))
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -30,9 +30,15 @@ from cdc_kit.errors import CdcKitError
 from cdc_kit.services.broker import BrokerService
 from cdc_kit.services.capture_process import CaptureService
 from cdc_kit.services.clickhouse import ClickHouseService
-from cdc_kit.services.home import is_state_folder, prepare_home
+from cdc_kit.services.home import ensure_lab, is_state_folder, prepare_home
 from cdc_kit.services.postgres import PostgresService
-from cdc_kit.services.process import ProcessService, ServiceStatus, free_ports, tcp_answers
+from cdc_kit.services.process import (
+    PortInUse,
+    ProcessService,
+    ServiceStatus,
+    free_ports,
+    tcp_answers,
+)
 
 
 @dataclass
@@ -67,12 +73,31 @@ class Stack:
             self.check_docker()
             return {}
         prepare_home(self.settings.home)
+        if ensure_lab(self.settings):
+            self._reload_settings()
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return self._start(only, deadline)
+        except PortInUse:
+            if self.settings.ports != "auto":
+                raise
+            # Another lab (or program) took one of our ports while this lab was down.
+            self.down()
+            ensure_lab(self.settings, new_ports=True)
+            self._reload_settings()
+            return self._start(only, deadline)
+
+    def _start(self, only: list[str] | None, deadline: float | None) -> dict[str, bool]:
         started: dict[str, bool] = {}
         for service in self.services:
             if only is None or service.name in only:
                 started[service.name] = service.ensure_started(deadline)
         return started
+
+    def _reload_settings(self) -> None:
+        """Take up what `up` wrote in the lab file (credentials, ports): services follow."""
+        self.settings = self.settings.reloaded()
+        self.__dict__.pop("services", None)
 
     def down(self) -> dict[str, bool]:
         """Stop the services we started (reverse order). Returns name -> was stopped."""

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +27,7 @@ import lz4.frame
 import pandas as pd
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.summary import QuerySummary
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = ["id", "name", "is_deleted", "lsn"]
@@ -50,7 +52,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, log_path: Path, timeout: float = 30.0) -> tuple[Server, float]:
+def start_server(
+    data_dir: Path, log_path: Path, timeout: float = 30.0, options: tuple[str, ...] = ()
+) -> tuple[Server, float]:
     """Start the endpoint (`python -m cdc_kit.services.clickhouse_server`); returns it and the
     seconds until /ping answered.
 
@@ -61,7 +65,7 @@ def start_server(data_dir: Path, log_path: Path, timeout: float = 30.0) -> tuple
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cdc_kit.services.clickhouse_server", "--port", str(port)]
-            + ["--data-dir", str(data_dir)],
+            + ["--data-dir", str(data_dir), *options],
             cwd=REPO,
             env={**os.environ, "TZ": "Europe/Berlin"},
             stdout=subprocess.DEVNULL,
@@ -187,6 +191,125 @@ def test_replacing_merge_tree_with_and_without_final(client: Any, table: str) ->
     final = client.query_df(f"SELECT id, name FROM {table} FINAL ORDER BY id")
     assert final.to_dict("list") == {"id": [1, 2], "name": ["b", "y"]}
     assert client.query_arrow(f"SELECT * FROM {table}").num_rows == 5
+
+
+def test_a_statement_without_rows_answers_a_query_summary(server: Server, client: Any) -> None:
+    dropped = client.command("DROP TABLE IF EXISTS local.never_made")
+    assert isinstance(dropped, QuerySummary), dropped
+    assert dropped.query_id()  # as a ClickHouse server reports it
+    table = f"local.t_{uuid.uuid4().hex[:8]}"
+    client.command(f"CREATE TABLE {table} (id UInt64) ENGINE = MergeTree ORDER BY id")
+    inserted = client.command(f"INSERT INTO {table} VALUES (1), (2)")
+    assert isinstance(inserted, QuerySummary) and inserted.written_rows == 2
+    assert client.insert(table, [[3]], column_names=["id"]).written_rows == 1
+    assert client.command(f"SELECT count() FROM {table}") == 3  # rows still come back as rows
+    assert client.command("SELECT 1 WHERE 0") == ""  # an empty result is still a result
+    assert client.command("-- the total\n SELECT 1") == 1
+    status, headers, body = http(server, sql_url(f"DROP TABLE {table}", query_id="drop-1"))
+    assert (status, body) == (200, b"")
+    assert "X-ClickHouse-Format" not in headers  # ClickHouse names a format only for rows
+    assert headers["X-ClickHouse-Query-Id"] == "drop-1"
+    assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "0"
+
+
+FAILS_MIDWAY = (  # fails in block 51 of 100, after 50 blocks of rows were made
+    "SELECT number, throwIf(number = 50000) FROM numbers(100000) SETTINGS max_block_size = 1000"
+)
+
+
+def test_a_query_failing_midway_answers_with_its_error_only(server: Server) -> None:
+    status, headers, body = http(server, sql_url(FAILS_MIDWAY))
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "395"), body[:200]
+    assert body.startswith(b"Code: 395. DB::Exception:")  # no rows before the error
+    session = clickhouse_connect.get_client(
+        host="127.0.0.1", port=server.port, session_id=uuid.uuid4().hex
+    )  # one session, one chDB connection: the next requests meet what the failure left
+    reads: list[Any] = [
+        session.query,
+        session.query_df,
+        session.query_arrow,
+        lambda sql: list(session.query_row_block_stream(sql)),
+    ]
+    for read in reads:
+        with pytest.raises(DatabaseError) as raised:
+            read(FAILS_MIDWAY)
+        assert raised.value.code == 395
+        assert session.command("SELECT 1") == 1  # chDB would have put the rows made before
+        assert isinstance(session.command("DROP TABLE IF EXISTS local.x"), QuerySummary)
+    too_many = "SELECT number FROM numbers(100000)"
+    with pytest.raises(DatabaseError) as raised:  # a limit that throws is an error too
+        session.query(too_many, settings={"max_result_rows": 1000})
+    assert raised.value.code == 396  # TOO_MANY_ROWS_OR_BYTES
+    cut = session.query(
+        too_many, settings={"max_result_rows": 1000, "result_overflow_mode": "break"}
+    )
+    assert 1000 <= cut.row_count < 100_000  # 'break' asks for the first rows: 200, as ClickHouse
+
+
+def test_temporary_tables_stay_in_their_session(server: Server) -> None:
+    def connect(**kwargs: Any) -> Any:
+        return clickhouse_connect.get_client(host="127.0.0.1", port=server.port, **kwargs)
+
+    mine, other = connect(session_id=uuid.uuid4().hex), connect(session_id=uuid.uuid4().hex)
+    plain = connect(autogenerate_session_id=False)
+    mine.command("CREATE TEMPORARY TABLE scratch (x UInt8)")
+    mine.command("INSERT INTO scratch VALUES (7)")
+    assert mine.command("SELECT x FROM scratch") == 7
+    for stranger in (other, plain):
+        with pytest.raises(DatabaseError) as raised:
+            stranger.command("SELECT x FROM scratch")
+        assert raised.value.code == 60  # UNKNOWN_TABLE
+    other.command("CREATE TEMPORARY TABLE scratch (x UInt8)")  # its own, same name
+    assert other.command("SELECT count() FROM scratch") == 0
+    plain.command("CREATE TEMPORARY TABLE once (x UInt8)")  # without a session: one request
+    with pytest.raises(DatabaseError, match="UNKNOWN_TABLE"):
+        plain.command("SELECT x FROM once")
+    assert mine.command("SELECT x FROM scratch") == 7
+
+
+def test_one_session_used_by_two_requests_at_once_is_refused(server: Server) -> None:
+    shared_id = uuid.uuid4().hex
+
+    def connect(session_id: str) -> Any:
+        return clickhouse_connect.get_client(
+            host="127.0.0.1", port=server.port, session_id=session_id
+        )
+
+    first, second, elsewhere = connect(shared_id), connect(shared_id), connect(uuid.uuid4().hex)
+    first.command("SET final = 1")
+    marker = f"slow_{uuid.uuid4().hex}"
+    slow = threading.Thread(target=first.command, args=(f"SELECT sleep(2) AS {marker}",))
+    slow.start()
+    running = f"SELECT count() FROM system.processes WHERE query LIKE '%AS {marker}'"
+    while not elsewhere.command(running):  # another session is served meanwhile
+        assert slow.is_alive(), "the slow query ended before it was seen running"
+    with pytest.raises(DatabaseError) as raised:
+        second.command("SELECT 1")
+    assert raised.value.code == 373 and "SESSION_IS_LOCKED" in str(raised.value)
+    assert slow.is_alive()  # refused at once, not after waiting for the first request
+    slow.join()
+    assert second.command("SELECT toUInt8(getSetting('final'))") == 1  # one session, free again
+    assert http(server, sql_url("SELECT 1", session_id=shared_id))[::2] == (200, b"1\n")
+
+
+def test_a_long_query_can_be_killed_from_another_client(server: Server, client: Any) -> None:
+    marker = f"long_{uuid.uuid4().hex}"
+    failures: list[DatabaseError] = []
+
+    def long_query() -> None:
+        try:
+            client.command(f"SELECT count() FROM numbers(1e12) WHERE number >= 0 AS {marker}")
+        except DatabaseError as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=long_query)
+    worker.start()
+    other = clickhouse_connect.get_client(host="127.0.0.1", port=server.port)
+    kill = f"KILL QUERY WHERE query LIKE '%AS {marker}' AND query NOT LIKE 'KILL%' SYNC"
+    while not other.query(kill).result_rows:  # until the long query had started
+        assert worker.is_alive(), "the long query ended by itself"
+    worker.join(60)
+    assert [exc.code for exc in failures] == [394]  # QUERY_WAS_CANCELLED
 
 
 def test_a_large_insert_arrives_whole(client: Any, table: str) -> None:
@@ -315,6 +438,20 @@ def test_the_log_has_no_line_per_request(server: Server) -> None:
 
 
 # ---- lifecycle -----------------------------------------------------------------------------
+def test_a_query_beyond_the_memory_cap_fails_alone(tmp_path: Path) -> None:
+    capped, _ = start_server(
+        tmp_path / "data", tmp_path / "server.log", options=("--max-memory-mb", "100")
+    )
+    try:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=capped.port)
+        with pytest.raises(DatabaseError) as raised:
+            client.command("SELECT length(groupArray(number)) FROM numbers(50000000)")
+        assert raised.value.code == 241  # MEMORY_LIMIT_EXCEEDED, not a killed server
+        assert client.command("SELECT length(groupArray(number)) FROM numbers(1000)") == 1000
+    finally:
+        assert stop_server(capped) == 0
+
+
 def test_data_survives_a_restart_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
     first, startup = start_server(tmp_path / "data", tmp_path / "server.log")
     assert startup < 15, f"first /ping after {startup:.1f} s"

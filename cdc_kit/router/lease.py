@@ -35,8 +35,7 @@ class GroupLease:
     """The right to route one consumer group, held by one Router."""
 
     def __init__(self, home: Path, group: str, owner: Any) -> None:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", group)
-        self.path = Path(home) / "run" / f"router.{safe}.lock"
+        self.path = lock_path(home, group)
         self.group = group
         self._owner = weakref.ref(owner)
         self._file: Any = None
@@ -83,20 +82,48 @@ class GroupLease:
         self._file = None
 
     def _refusal(self, text: str) -> str:
-        try:
-            holder = json.loads(text)
-            pid = int(holder["pid"])
-        except (ValueError, KeyError, TypeError):
+        holder = _describe(text)
+        if holder is None:
             return f"router group {self.group!r} is already being routed by another process"
-        try:
-            name = " ".join(psutil.Process(pid).cmdline()[:3])
-        except psutil.Error:
-            name = holder.get("command", "?")
-        name = " ".join(name.split())[:80]  # one line, whatever the command looked like
-        if "ipykernel" in name:
-            name = f"a Jupyter kernel: {name}"
         return (
-            f"router group {self.group!r} is already running in pid {pid} ({name}); stop that "
-            "router (router.close() in its notebook, Ctrl-C, or restart its kernel), or give "
-            "this one another group: Router(stack, group='...')"
+            f"router group {self.group!r} is already running in pid {holder['pid']} "
+            f"({holder['name']}); stop that router (router.close() in its notebook, Ctrl-C, or "
+            "restart its kernel), or give this one another group: Router(stack, group='...')"
         )
+
+
+def lock_path(home: Path, group: str) -> Path:
+    return Path(home) / "run" / f"router.{re.sub(r'[^A-Za-z0-9_.-]', '_', group)}.lock"
+
+
+def lease_holder(home: Path, group: str) -> dict[str, Any] | None:
+    """{"pid", "name"} of the process routing `group` now, or None (for `doctor`)."""
+    path = lock_path(home, group)
+    try:
+        handle = open(path)  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(handle.read()) or {"pid": 0, "name": "?"}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def _describe(text: str) -> dict[str, Any] | None:
+    """The holder's pid and a one-line name of its program, from the lock file's text."""
+    try:
+        holder = json.loads(text)
+        pid = int(holder["pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    try:
+        name = " ".join(psutil.Process(pid).cmdline()[:3])
+    except psutil.Error:
+        name = holder.get("command", "?")
+    name = " ".join(name.split())[:80]  # one line, whatever the command looked like
+    if "ipykernel" in name:
+        name = f"a Jupyter kernel: {name}"
+    return {"pid": pid, "name": name}

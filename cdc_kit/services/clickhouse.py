@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+from cdc_kit.config import LAB_FILE
 from cdc_kit.services.process import ProcessService
 
 
@@ -34,7 +36,7 @@ class ClickHouseService(ProcessService):
         ]
 
     def prepare(self) -> None:
-        (self.home / "clickhouse").mkdir(parents=True, exist_ok=True)
+        (self.home / "clickhouse").mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def command(self) -> list[str]:
         return [
@@ -47,7 +49,13 @@ class ClickHouseService(ProcessService):
             str(self.settings.clickhouse_port),
             "--data-dir",
             str(self.home / "clickhouse" / "data"),
+            *(["--credentials-file", str(self.lab_file)] if self.lab_file.exists() else []),
         ]
+
+    @property
+    def lab_file(self) -> Path:
+        """This lab's credentials: the endpoint serves only them (other users share loopback)."""
+        return self.home / LAB_FILE
 
     def healthy(self) -> bool:
         try:

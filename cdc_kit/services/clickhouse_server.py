@@ -12,12 +12,16 @@ What it speaks (docs/clickhouse-endpoint.md lists the limits):
   `default_format`, else TabSeparated;
 - `param_<name>` fills `{name:Type}` placeholders; `database` picks the current database per
   request; every other non-transport URL parameter is a ClickHouse setting for that request;
-- `session_id` keeps a client's `SET` and `USE` for later requests of that session only, as
-  ClickHouse does (one chDB session serves everyone, so session state is re-applied per request);
+- `session_id` gives a client a chDB connection of its own: its `SET`, `USE` and temporary
+  tables last for its later requests and no one else's, and a second request while one runs is
+  refused (SESSION_IS_LOCKED), as in ClickHouse; requests of different sessions run at once;
+- statements without rows (DDL, INSERT) answer without `X-ClickHouse-Format`, so
+  clickhouse-connect's `command()` returns a QuerySummary, as from ClickHouse;
 - INSERT bodies (`INSERT ... FORMAT Native` + data) compressed as lz4 (several frames), zstd,
   gzip or deflate, with Content-Length or chunked;
 - errors as ClickHouse sends them: `Code: N. DB::Exception: ...` as the body, the
-  `X-ClickHouse-Exception-Code` header, and ClickHouse's HTTP status for that code.
+  `X-ClickHouse-Exception-Code` header, and ClickHouse's HTTP status for that code. Results are
+  built whole before they are sent, so a query failing midway never answers with part of its rows.
 
 Security: no user or password is checked. The server binds only to the address it is given
 (the stack passes 127.0.0.1), so only local processes reach it, and they could open the data
@@ -28,9 +32,13 @@ folder's files anyway. Never bind it to a public address: chDB reads and writes 
 from __future__ import annotations
 
 import argparse
+import base64
+import ctypes
 import email.parser
 import email.policy
 import gzip
+import hmac
+import importlib.util
 import io
 import json
 import logging
@@ -67,19 +75,50 @@ TRANSPORT_PARAMS = frozenset({
 })  # fmt: skip
 #: Largest request body, before and after decompression (100k rows of a wide table ~ 10 MB).
 MAX_BODY_BYTES = 256 << 20
+#: Answers up to this size leave in one write with their headers.
+ONE_WRITE_BYTES = 1 << 20
 #: Idle keep-alive connections are closed after this many seconds.
 IDLE_TIMEOUT = 300
 #: ClickHouse's defaults: sessions expire after 60 s idle, at most 3600 s.
-SESSION_TIMEOUT, MAX_SESSION_TIMEOUT, MAX_SESSIONS = 60, 3600, 1000
+SESSION_TIMEOUT, MAX_SESSION_TIMEOUT = 60, 3600
+#: Each session holds a chDB connection (~0.1 MB); beyond this many the least recently used
+#: idle session is closed.
+MAX_SESSIONS = 100
 #: chDB's Python-only output formats return objects, not bytes.
 CHDB_ONLY_FORMATS = frozenset({"dataframe", "datastore", "arrowtable", "debug"})
 SERVER_NAME = "cdc-kit-chdb"
+#: Cache sizes for the chDB engine (ClickHouse server settings, bytes). ClickHouse sizes its
+#: caches for a server with many GB (5 GiB of marks); the kit's tables are small, so these
+#: caps cost no speed and keep the lab inside Binder's 2 GB.
+ENGINE_SETTINGS = {
+    "mark_cache_size": 64 << 20,
+    "primary_index_cache_size": 64 << 20,
+    "index_mark_cache_size": 16 << 20,
+    "query_condition_cache_size": 16 << 20,
+    "compiled_expression_cache_size": 16 << 20,
+}
+#: Memory all queries together may use; beyond it a query fails with MEMORY_LIMIT_EXCEEDED
+#: (code 241) instead of the whole lab being killed for lack of memory.
+MAX_MEMORY_MB = 1024
+#: Connections kept open for requests without a session_id.
+MAX_IDLE_CONNECTIONS = 4
+MADV_PAGEOUT = 21  # linux/mman.h
 
 # ClickHouse error codes used here (src/Common/ErrorCodes.cpp).
 BAD_ARGUMENTS, NOT_IMPLEMENTED, SYNTAX_ERROR = 36, 48, 62
 UNKNOWN_FORMAT, UNKNOWN_SETTING, READONLY, QUERY_IS_TOO_LARGE = 73, 115, 164, 229
-CANNOT_DECOMPRESS, SESSION_NOT_FOUND, UNSUPPORTED_MEDIA_TYPE = 271, 372, 779
+CANNOT_DECOMPRESS, SESSION_NOT_FOUND, SESSION_IS_LOCKED, UNSUPPORTED_MEDIA_TYPE = 271, 372, 373, 779
+AUTHENTICATION_FAILED = 516
 STD_EXCEPTION = 1001
+_ERROR_NAMES = {
+    BAD_ARGUMENTS: "BAD_ARGUMENTS", NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
+    SYNTAX_ERROR: "SYNTAX_ERROR", UNKNOWN_FORMAT: "UNKNOWN_FORMAT",
+    UNKNOWN_SETTING: "UNKNOWN_SETTING", READONLY: "READONLY",
+    QUERY_IS_TOO_LARGE: "QUERY_IS_TOO_LARGE", CANNOT_DECOMPRESS: "CANNOT_DECOMPRESS",
+    SESSION_NOT_FOUND: "SESSION_NOT_FOUND", SESSION_IS_LOCKED: "SESSION_IS_LOCKED",
+    UNSUPPORTED_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE", STD_EXCEPTION: "STD_EXCEPTION",
+    AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED",
+}  # fmt: skip
 
 # HTTP status per error code, as src/Server/HTTP/exceptionCodeToHTTPStatus.cpp maps them
 # (503 is left out on purpose: clickhouse-connect would retry it).
@@ -90,7 +129,7 @@ _STATUS_BY_CODE = {
         400,
     ),
     **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 78, 81, 115, 152, 336, 511), 404),
-    159: 408, 229: 413, 381: 411, 48: 501, 779: 415,
+    159: 408, 229: 413, 381: 411, 48: 501, 779: 415, 192: 401, 193: 401, 194: 401, 516: 401,
 }  # fmt: skip
 
 _FORMAT_TAIL = re.compile(r"\s+FORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
@@ -101,6 +140,14 @@ _USE = re.compile(r"^\s*USE\s", re.IGNORECASE)
 _READONLY = re.compile(r"\breadonly\b", re.IGNORECASE)
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
+_TEMPORARY = re.compile(r"\bTEMPORARY\b", re.IGNORECASE)
+# Statements whose answer is a result set (ClickHouse: a pipeline that outputs rows), after
+# any leading comments or brackets.
+_RESULT_STATEMENT = re.compile(
+    r"^(?:\s+|--[^\n]*(?:\n|$)|#[^\n]*(?:\n|$)|/\*.*?\*/|\()*"
+    r"(?:SELECT|WITH|FROM|SHOW|DESC|DESCRIBE|EXISTS|EXPLAIN|CHECK|KILL|WATCH|BACKUP|RESTORE)\b",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class RequestError(Exception):
@@ -117,8 +164,9 @@ class RequestError(Exception):
 
     def body(self) -> bytes:
         text = str(self)
-        if not text.startswith("Code:"):
-            text = f"Code: {self.code}. DB::Exception: {text}"
+        if not text.startswith("Code:"):  # ours: shaped like ClickHouse's, its name at the end
+            name = _ERROR_NAMES.get(self.code)
+            text = f"Code: {self.code}. DB::Exception: {text}" + (f" ({name})" if name else "")
         return text.encode("utf-8", "replace") + b"\n"
 
 
@@ -316,81 +364,103 @@ def _zstd() -> Any:
     return zstd
 
 
-# ---- the engine: one chDB session, one lock ------------------------------------------------------
+# ---- the engine: chDB connections, one per client session ------------------------------------
+@dataclass
+class Answer:
+    """What one statement gave back: its bytes, ClickHouse's summary, and whether it made a
+    result set (ClickHouse then names the format; clickhouse-connect's command() reads that)."""
+
+    data: bytes = b""
+    summary: dict[str, str] = field(default_factory=dict)
+    is_result_set: bool = False
+
+
+def make_summary(
+    read_rows: int = 0,
+    read_bytes: int = 0,
+    written_rows: int = 0,
+    written_bytes: int = 0,
+    result_bytes: int = 0,
+    elapsed: float = 0.0,
+) -> dict[str, str]:
+    """The X-ClickHouse-Summary fields this server knows (ClickHouse sends them as strings)."""
+    return {
+        "read_rows": str(read_rows),
+        "read_bytes": str(read_bytes),
+        "written_rows": str(written_rows),
+        "written_bytes": str(written_bytes),
+        "result_bytes": str(result_bytes),
+        "elapsed_ns": str(int(elapsed * 1e9)),
+    }
+
+
+def returns_rows(sql: str) -> bool:
+    """Does the statement make a result set (perhaps empty), rather than just do something?"""
+    return _RESULT_STATEMENT.match(sql) is not None
+
+
 @dataclass
 class ClientSession:
-    """What a client's `session_id` keeps between requests: its SETs and its USE."""
+    """A client's `session_id`: a chDB connection of its own, so its SETs, USE and temporary
+    tables stay its own; `busy` while one of its requests runs (a second one is refused)."""
 
-    settings: dict[str, str] = field(default_factory=dict)
-    database: str | None = None
+    connection: ChdbConnection | None = None
+    busy: bool = False
+    timeout: float = SESSION_TIMEOUT
     expires: float = 0.0
 
 
-class ChdbEngine:
-    """One chDB session shared by every request, behind one lock (chDB is not thread-safe).
+class ChdbConnection:
+    """One chDB connection and the state this server gave it.
 
-    The chDB session's settings and current database are shared state, so each request
-    first brings them to what that request asks for (its session's SETs and USE, then its URL
-    settings and `database`), changing only what differs from the previous request.
+    chDB keeps settings, the current database and temporary tables per connection. URL
+    settings and `database` last one request, so each request first brings the connection to
+    what it asks for (its session's SETs and USE, then its URL settings), changing only what
+    differs from the previous request on this connection.
     """
 
-    def __init__(self, data_dir: Path) -> None:
-        import chdb.session  # here, not at import: main() sets TZ before chDB starts
-
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()
-        self.closed = False
-        self._session = chdb.session.Session(str(data_dir))
+    def __init__(self, session: Any, baseline: dict[str, str]) -> None:
+        self._session = session
+        self._baseline = baseline  # settings chDB starts with changed; resetting goes back there
         self._database = "default"
         self._applied: dict[str, str] = {}  # settings we changed, and their values now
-        self._sessions: OrderedDict[str, ClientSession] = OrderedDict()
-        try:
-            self._call("CREATE DATABASE IF NOT EXISTS local")  # cdc-kit's warehouse database
-            self.timezone = self._scalar("SELECT timezone()")
-            self.version = self._scalar("SELECT version()")
-            # chDB starts with a few settings changed; resetting one means going back to those.
-            self._baseline = self._settings("WHERE changed")
-        except BaseException:
-            self._session.close()  # release the folder's lock
-            raise
+        self.kept_settings: dict[str, str] = {}  # its client session's SETs
+        self.kept_database: str | None = None  # and USE
 
     def close(self) -> None:
-        """Close the chDB session (waits for a running query) so the folder lock is released."""
-        with self.lock:
-            if not self.closed:
-                self.closed = True
-                self._session.close()
+        self._session.close()
 
-    def run(self, request: Request) -> tuple[bytes, dict[str, Any]]:
-        """Run one request's statement; returns the result bytes and ClickHouse's summary."""
-        with self.lock:
-            if self.closed:
-                raise RequestError("The server is shutting down", STD_EXCEPTION)
-            session = self._client_session(request)
-            self._use(request.database or (session and session.database) or "default")
-            if _SET.match(request.sql):
-                return self._run_set(request.sql, session)
-            if _USE.match(request.sql):
-                return self._run_use(request.sql, session)
-            self._sync_settings({**(session.settings if session else {}), **request.settings})
-            if request.insert_data is not None:
-                return self._insert(request.sql, request.fmt, request.insert_data)
-            return self._query(request)
+    def run(self, request: Request) -> Answer:
+        """Run one request's statement on this connection (never two at once)."""
+        keep = request.session_id is not None
+        self.use(request.database or self.kept_database or "default")
+        if _SET.match(request.sql):
+            return self._run_set(request.sql, keep)
+        if _USE.match(request.sql):
+            return self._run_use(request.sql, keep)
+        self._sync_settings({**self.kept_settings, **request.settings})
+        if request.insert_data is not None:
+            return self._insert(request.sql, request.fmt, request.insert_data)
+        return self._query(request)
 
     # -- statements
-    def _query(self, request: Request) -> tuple[bytes, dict[str, Any]]:
-        result = self._call(request.sql, request.fmt, request.params)
+    def _query(self, request: Request) -> Answer:
+        # The whole result is built before the first byte is sent: a query that fails midway
+        # answers with its error, never with the rows it had made so far.
+        result = self.call(request.sql, request.fmt, request.params)
         data = result.bytes() or b""
-        return data, {
-            "read_rows": result.rows_read(),
-            "read_bytes": result.bytes_read(),
-            "written_rows": result.rows_written(),
-            "written_bytes": result.bytes_written(),
-            "result_bytes": len(data),
-            "elapsed_ns": int(result.elapsed() * 1e9),
-        }
+        summary = make_summary(
+            read_rows=result.rows_read(),
+            read_bytes=result.bytes_read(),
+            written_rows=result.rows_written(),
+            written_bytes=result.bytes_written(),
+            result_bytes=len(data),
+            elapsed=result.elapsed(),
+        )
+        return Answer(data, summary, is_result_set=bool(data) or returns_rows(request.sql))
 
-    def _insert(self, statement: str, fmt: str, data: bytes) -> tuple[bytes, dict[str, Any]]:
+    def _insert(self, statement: str, fmt: str, data: bytes) -> Answer:
+        began = time.perf_counter()  # chDB's own insert `elapsed` adds up over the connection
         try:
             inserter = self._session.send_insert(statement, fmt)
         except Exception as exc:  # chDB raises RuntimeError for SQL errors
@@ -405,45 +475,46 @@ class ChdbEngine:
             except Exception:  # noqa: S110 - the insert error below is the one to report
                 pass
             raise engine_error(exc) from None
-        return b"", {
-            "written_rows": result.rows_written,
-            "written_bytes": result.bytes_written,
-            "elapsed_ns": int(result.elapsed * 1e9),
-        }
+        summary = make_summary(
+            written_rows=result.rows_written,
+            written_bytes=result.bytes_written,
+            elapsed=time.perf_counter() - began,
+        )
+        return Answer(b"", summary)
 
-    def _run_set(self, sql: str, session: ClientSession | None) -> tuple[bytes, dict[str, Any]]:
-        """Run a SET and keep what it changed for its session (none: the next request undoes it)."""
+    def _run_set(self, sql: str, keep: bool) -> Answer:
+        """Run a SET; keep what it changed for its session (none: the next request undoes it)."""
         if _READONLY.search(sql):
             raise RequestError(_READONLY_REFUSAL, READONLY)
-        self._sync_settings(dict(session.settings) if session else {})
-        before = self._settings()
-        self._call(sql)
-        changed = {k: v for k, v in self._settings().items() if before.get(k) != v}
+        self._sync_settings(dict(self.kept_settings))
+        before = self.settings()
+        self.call(sql)
+        changed = {k: v for k, v in self.settings().items() if before.get(k) != v}
         self._applied.update(changed)
-        if session:
-            session.settings.update(changed)
-        return b"", {}
+        if keep:
+            self.kept_settings.update(changed)
+        return Answer(b"", make_summary())
 
-    def _run_use(self, sql: str, session: ClientSession | None) -> tuple[bytes, dict[str, Any]]:
-        self._call(sql)
-        self._database = self._scalar("SELECT currentDatabase()")
-        if session:
-            session.database = self._database
-        return b"", {}
+    def _run_use(self, sql: str, keep: bool) -> Answer:
+        self.call(sql)
+        self._database = self.scalar("SELECT currentDatabase()")
+        if keep:
+            self.kept_database = self._database
+        return Answer(b"", make_summary())
 
-    # -- shared state
-    def _use(self, database: str) -> None:
+    # -- connection state
+    def use(self, database: str) -> None:
         if database != self._database:
-            self._call(f"USE {quote_identifier(database)}")
+            self.call(f"USE {quote_identifier(database)}")
             self._database = database
 
     def _sync_settings(self, wanted: dict[str, str]) -> None:
-        """Bring the chDB session to this request's settings, changing only the difference."""
+        """Bring the connection to this request's settings, changing only the difference."""
         for name in [name for name in self._applied if name not in wanted]:
             if name in self._baseline:
-                self._call(f"SET {name} = {quote_string(self._baseline[name])}")
+                self.call(f"SET {name} = {quote_string(self._baseline[name])}")
             else:
-                self._call(f"SET {name} = DEFAULT")
+                self.call(f"SET {name} = DEFAULT")
             del self._applied[name]
         for name, value in wanted.items():
             if self._applied.get(name) == value:
@@ -452,49 +523,178 @@ class ChdbEngine:
                 raise RequestError(_READONLY_REFUSAL, READONLY)
             if not _SETTING_NAME.match(name):
                 raise RequestError(f"Unknown setting '{name}'", UNKNOWN_SETTING)
-            self._call(f"SET {name} = {quote_string(value)}")
+            self.call(f"SET {name} = {quote_string(value)}")
             self._applied[name] = value
 
-    def _client_session(self, request: Request) -> ClientSession | None:
-        """The state kept for `session_id` (created on first use, dropped when idle too long)."""
-        if not request.session_id:
-            return None
-        now = time.monotonic()
-        for key in [key for key, kept in self._sessions.items() if kept.expires < now]:
-            del self._sessions[key]
-        session = self._sessions.get(request.session_id)
-        if session is None:
-            if request.session_check:
-                raise RequestError(f"Session {request.session_id} not found", SESSION_NOT_FOUND)
-            session = self._sessions[request.session_id] = ClientSession()
-            while len(self._sessions) > MAX_SESSIONS:
-                self._sessions.popitem(last=False)
-        self._sessions.move_to_end(request.session_id)
-        session.expires = now + request.session_timeout
-        return session
-
-    # -- chDB calls (run() holds the lock)
-    def _call(
+    # -- chDB calls
+    def call(
         self, sql: str, fmt: str = "TabSeparated", params: dict[str, str] | None = None
     ) -> Any:
         try:
             return self._session.query(sql, fmt, params=params or None)
         except Exception as exc:  # chDB raises ChdbError(RuntimeError) for SQL errors
+            self._discard_leftover()
             raise engine_error(exc) from None
 
-    def _scalar(self, sql: str) -> str:
-        return json.loads(self._call(sql, "JSONCompact").bytes())["data"][0][0]
+    def _discard_leftover(self) -> None:
+        """chDB 4.4 keeps the output a failed query had already made and puts it in front of
+        the next answer on this connection (measured: 370 kB before `SELECT 1`'s `1`).
+        One throwaway query takes it."""
+        try:
+            self._session.query("SELECT 1", "TabSeparated")
+        except Exception:  # noqa: S110 - nothing to take, or the connection is gone
+            pass
 
-    def _settings(self, where: str = "") -> dict[str, str]:
-        """name -> value of the session's settings (read at start and around SET statements)."""
+    def scalar(self, sql: str) -> str:
+        return json.loads(self.call(sql, "JSONCompact").bytes())["data"][0][0]
+
+    def settings(self, where: str = "") -> dict[str, str]:
+        """name -> value of the connection's settings (read at start and around SETs)."""
         sql = f"SELECT name, value FROM system.settings {where}"  # noqa: S608 - constant text
-        rows = json.loads(self._call(sql, "JSONCompact").bytes())["data"]
+        rows = json.loads(self.call(sql, "JSONCompact").bytes())["data"]
         return {name: value for name, value in rows if name != "database"}
 
 
+class ChdbEngine:
+    """The chDB engine over one data folder, lending a connection to each request.
+
+    A client `session_id` gets a connection of its own, as a ClickHouse session owns its
+    context; a second request of that session while one runs is refused (SESSION_IS_LOCKED).
+    Requests without a session borrow a pooled connection, and a connection that made a
+    temporary table is closed after the request, since the table belongs to that request only.
+    Different connections run their queries at the same time.
+    """
+
+    def __init__(self, data_dir: Path, max_memory_mb: int = MAX_MEMORY_MB) -> None:
+        import chdb.session  # here, not at import: main() sets TZ before chDB starts
+
+        if "?" in str(data_dir):
+            raise ValueError(f"the data folder's path must not contain '?': {data_dir}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = {**ENGINE_SETTINGS, "max_server_memory_usage": max_memory_mb << 20}
+        self._address = f"{data_dir}?" + "&".join(f"{k}={v}" for k, v in engine.items())
+        self._connect_chdb = chdb.session.Session
+        self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
+        self.closed = False
+        self._idle: list[ChdbConnection] = []  # for requests without a session
+        self._sessions: OrderedDict[str, ClientSession] = OrderedDict()
+        self._in_use = 0
+        # The first connection holds the folder until close(): chDB lets it go with the last one.
+        self._anchor = ChdbConnection(self._connect_chdb(self._address), {})
+        try:
+            self._anchor.call("CREATE DATABASE IF NOT EXISTS local")  # cdc-kit's warehouse database
+            self.timezone = self._anchor.scalar("SELECT timezone()")
+            self.version = self._anchor.scalar("SELECT version()")
+            self._baseline = self._anchor.settings("WHERE changed")
+        except BaseException:
+            self._anchor.close()  # release the folder's lock
+            raise
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close every connection, waiting for running requests, so the folder is released."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            idle = self._idle + [
+                kept.connection
+                for kept in self._sessions.values()
+                if kept.connection is not None and not kept.busy
+            ]
+            self._idle = []
+            self._sessions.clear()  # busy ones close their connection when they return it
+        for connection in idle:
+            connection.close()
+        with self._lock:
+            self._returned.wait_for(lambda: self._in_use == 0, timeout)
+        self._anchor.close()
+
+    def run(self, request: Request) -> Answer:
+        """Run one request's statement on the connection of its session (or a pooled one)."""
+        connection, session = self._borrow(request)
+        reusable = session is not None or not _TEMPORARY.search(request.sql)
+        try:
+            return connection.run(request)
+        finally:
+            self._give_back(connection, session, reusable)
+
+    def _borrow(self, request: Request) -> tuple[ChdbConnection, ClientSession | None]:
+        with self._lock:
+            if self.closed:
+                raise RequestError("The server is shutting down", STD_EXCEPTION)
+            now = time.monotonic()
+            for key in [key for key, kept in self._sessions.items() if kept.expires < now]:
+                self._drop_session(key)  # idle too long: its connection and tables go
+            session = self._client_session(request, now)
+            if session is not None:
+                connection = session.connection
+            else:
+                connection = self._idle.pop() if self._idle else None
+            self._in_use += 1
+        if connection is None:
+            try:
+                connection = ChdbConnection(self._connect_chdb(self._address), self._baseline)
+            except BaseException as exc:
+                self._give_back(None, session, reusable=False)
+                raise engine_error(exc) from None
+            if session is not None:
+                session.connection = connection
+        return connection, session
+
+    def _give_back(
+        self, connection: ChdbConnection | None, session: ClientSession | None, reusable: bool
+    ) -> None:
+        with self._lock:
+            self._in_use -= 1
+            if session is not None:
+                session.busy = False
+                session.expires = time.monotonic() + session.timeout
+                if not self.closed:
+                    connection = None  # it stays with its session
+            elif connection is not None and reusable and not self.closed:
+                if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                    self._idle.append(connection)
+                    connection = None
+            self._returned.notify_all()
+        if connection is not None:
+            connection.close()
+
+    def _client_session(self, request: Request, now: float) -> ClientSession | None:
+        """The session of `session_id` (made on first use), now marked busy; None without a
+        session_id. Runs under the lock."""
+        if not request.session_id:
+            return None
+        session = self._sessions.get(request.session_id)
+        if session is None:
+            if request.session_check:
+                raise RequestError(f"Session {request.session_id} not found", SESSION_NOT_FOUND)
+            session = self._sessions[request.session_id] = ClientSession()
+            for key in list(self._sessions)[: max(0, len(self._sessions) - MAX_SESSIONS)]:
+                self._drop_session(key)  # the longest unused go first
+        elif session.busy:
+            raise RequestError(
+                f"Session {request.session_id} is locked by a concurrent client.",
+                SESSION_IS_LOCKED,
+            )
+        self._sessions.move_to_end(request.session_id)
+        session.busy = True
+        session.timeout = request.session_timeout
+        session.expires = now + session.timeout
+        return session
+
+    def _drop_session(self, key: str) -> None:
+        session = self._sessions[key]
+        if session.busy:
+            return  # a running request keeps it
+        del self._sessions[key]
+        if session.connection is not None:
+            session.connection.close()
+
+
 _READONLY_REFUSAL = (
-    "cdc-kit's embedded ClickHouse cannot apply 'readonly': all clients share one chDB "
-    "session and readonly could never be switched off again"
+    "cdc-kit's embedded ClickHouse cannot apply 'readonly': chDB could never switch it off "
+    "again on the connection that serves the request"
 )
 
 
@@ -508,6 +708,41 @@ def quote_string(value: str) -> str:
 
 
 # ---- HTTP --------------------------------------------------------------------------------
+# ---- who may ask -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Credentials:
+    """The one user this endpoint serves (a lab's own); None on the server: anyone may ask."""
+
+    user: str
+    password: str
+
+    @classmethod
+    def from_file(cls, path: Path) -> Credentials:
+        """From a lab file (`clickhouse_user`, `clickhouse_password`), readable by its owner."""
+        lab = json.loads(Path(path).read_text())
+        return cls(str(lab["clickhouse_user"]), str(lab["clickhouse_password"]))
+
+    def check(self, headers: Any, params: dict[str, str]) -> None:
+        """Accept what clickhouse-connect and curl send, as ClickHouse does: HTTP basic auth,
+        the X-ClickHouse-User/Key headers, or `user`/`password` URL parameters."""
+        user, password = params.get("user"), params.get("password")
+        if headers.get("X-ClickHouse-User"):
+            user, password = headers.get("X-ClickHouse-User"), headers.get("X-ClickHouse-Key", "")
+        auth = headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user = password = None
+        given = f"{user or 'default'}\0{password or ''}".encode()
+        if not hmac.compare_digest(given, f"{self.user}\0{self.password}".encode()):
+            raise RequestError(
+                f"{user or 'default'}: Authentication failed: password is incorrect, or there "
+                "is no user with such name.",
+                AUTHENTICATION_FAILED,
+            )
+
+
 class Handler(BaseHTTPRequestHandler):
     """One request -> one chDB call. HTTP/1.1 keep-alive; every answer leaves in one write."""
 
@@ -551,9 +786,11 @@ class Handler(BaseHTTPRequestHandler):
             if url.path == "/ping" or (not body and "query" not in params):
                 self._send(200, b"Ok.\n")
                 return
+            if self.server.credentials is not None:
+                self.server.credentials.check(self.headers, params)
             request = build_request(params, body, self.headers.get("Content-Type", ""))
-            data, summary = self.server.engine.run(request)
-            self._answer(request, params.get("query_id"), data, summary)
+            answer = self.server.engine.run(request)
+            self._answer(request, params.get("query_id"), answer)
         except RequestError as exc:
             log.debug("request failed: %s", exc)
             self.close_connection = self.close_connection or exc.close
@@ -565,17 +802,20 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("unexpected error serving %s", self.path[:200])
             self._error(RequestError(f"{type(exc).__name__}: {exc}", STD_EXCEPTION))
 
-    def _answer(
-        self, request: Request, query_id: str | None, data: bytes, summary: dict[str, Any]
-    ) -> None:
+    def _answer(self, request: Request, query_id: str | None, answer: Answer) -> None:
+        """200 with ClickHouse's headers. Like ClickHouse, name the format only for a result
+        set: clickhouse-connect's command() then returns the rows, else a QuerySummary."""
         headers = {
-            "X-ClickHouse-Format": request.fmt,
             "X-ClickHouse-Query-Id": query_id or str(uuid.uuid4()),
-            "X-ClickHouse-Summary": json.dumps({k: str(v) for k, v in summary.items()}),
+            "X-ClickHouse-Summary": json.dumps(answer.summary),
         }
+        content_type = "text/plain; charset=UTF-8"
+        if answer.is_result_set:
+            headers["X-ClickHouse-Format"] = request.fmt
+            content_type = content_type_of(request.fmt)
         if request.session_id:
             headers["X-ClickHouse-Session-Id"] = request.session_id
-        self._send(200, data, headers, content_type=content_type_of(request.fmt))
+        self._send(200, answer.data, headers, content_type=content_type)
 
     def _error(self, exc: RequestError) -> None:
         try:
@@ -647,7 +887,8 @@ class Handler(BaseHTTPRequestHandler):
         content_type: str = "text/plain; charset=UTF-8",
         head_only: bool = False,
     ) -> None:
-        """Status line, headers and body in ONE write: split writes cost ~40 ms each."""
+        """Status line, headers and a small body in ONE write: split writes of small answers
+        cost ~40 ms each. A large body follows in its own write rather than as a copy."""
         reason = self.responses.get(status, ("",))[0]
         lines = [
             f"{self.protocol_version} {status} {reason}",
@@ -663,7 +904,13 @@ class Handler(BaseHTTPRequestHandler):
             lines.append(f"Keep-Alive: timeout={IDLE_TIMEOUT}")
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        self.wfile.write(head if head_only else head + body)
+        if head_only:
+            self.wfile.write(head)
+        elif len(body) <= ONE_WRITE_BYTES:
+            self.wfile.write(head + body)
+        else:
+            self.wfile.write(head)
+            self.wfile.write(body)
         self.log_request(status, len(body))
 
 
@@ -686,8 +933,11 @@ class ChdbHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], engine: ChdbEngine) -> None:
+    def __init__(
+        self, address: tuple[str, int], engine: ChdbEngine, credentials: Credentials | None = None
+    ) -> None:
         self.engine = engine
+        self.credentials = credentials
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -710,14 +960,49 @@ class ChdbHTTPServer(ThreadingHTTPServer):
             log.exception("error on the connection from %s", client_address)
 
 
-def make_server(host: str, port: int, data_dir: Path) -> ChdbHTTPServer:
+# ---- memory --------------------------------------------------------------------------------
+def release_startup_pages() -> int:
+    """Hand back the pages of chDB's library that only its start-up read; MB advised.
+
+    Loading chDB runs ClickHouse's start-up code across its 550 MB library, and ~250 MB of it
+    stays resident though queries never use it again. MADV_PAGEOUT (Linux 5.4+) lets the
+    kernel drop those unchanged file pages now; whatever a query needs is read back on first
+    use. Only read-only mappings are advised. Elsewhere, or on older kernels, nothing happens.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    library = importlib.util.find_spec("chdb._chdb")
+    if library is None or not library.origin:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or fields[5].strip() != library.origin or "w" in fields[1]:
+                continue
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            if libc.madvise(start, end - start, MADV_PAGEOUT) != 0:
+                return 0  # EINVAL: this kernel has no MADV_PAGEOUT
+            advised += end - start
+    return advised >> 20
+
+
+def make_server(
+    host: str,
+    port: int,
+    data_dir: Path,
+    max_memory_mb: int = MAX_MEMORY_MB,
+    credentials: Credentials | None = None,
+) -> ChdbHTTPServer:
     """Open the chDB folder and bind host:port (port 0 picks one: see server_address).
 
-    `server_close()` also closes the chDB session, which releases the folder's lock.
+    `server_close()` also closes the chDB connections, which releases the folder's lock.
     """
-    engine = ChdbEngine(Path(data_dir))
+    engine = ChdbEngine(Path(data_dir), max_memory_mb)
     try:
-        return ChdbHTTPServer((host, port), engine)
+        return ChdbHTTPServer((host, port), engine, credentials)
     except BaseException:
         engine.close()
         raise
@@ -740,6 +1025,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=18123, help="0 picks a free port")
     parser.add_argument("--data-dir", type=Path, required=True, help="chDB data folder")
+    parser.add_argument(
+        "--max-memory-mb",
+        type=int,
+        default=MAX_MEMORY_MB,
+        help=f"memory all queries together may use (default {MAX_MEMORY_MB})",
+    )
+    parser.add_argument(
+        "--credentials-file",
+        type=Path,
+        help="a lab file with clickhouse_user/clickhouse_password: only that user is served",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs every request")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -752,11 +1048,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TZ"] = "UTC"
     if hasattr(time, "tzset"):
         time.tzset()
+    # chDB imports pyarrow (and numpy) for DataFrame and Arrow-table results, which this server
+    # never returns (it sends ClickHouse's own formats, Arrow included, as bytes); chDB treats
+    # pyarrow as optional, so leaving it out of this process saves ~65 MB.
+    sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
     try:
-        server = make_server(args.host, args.port, args.data_dir)
+        credentials = None
+        if args.credentials_file is not None:
+            credentials = Credentials.from_file(args.credentials_file)
+        server = make_server(args.host, args.port, args.data_dir, args.max_memory_mb, credentials)
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 1
+    advised = release_startup_pages()
+    log.debug("asked the kernel to drop chDB's start-up pages (%d MB of mappings)", advised)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _on_signal(server))
     host, port = server.server_address[:2]

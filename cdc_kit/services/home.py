@@ -7,10 +7,16 @@ from a newer kit is refused with a one-line reason instead of being misread.
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from cdc_kit.config import LAB_FILE, LAB_PORTS, Settings, read_lab
 from cdc_kit.errors import CdcKitError
+from cdc_kit.services.process import free_ports
 
 MARKER = ".cdc_kit_home"
 #: 1: the first kits (an empty marker); 2: the marker holds the version.
@@ -55,11 +61,40 @@ def prepare_home(home: Path) -> None:
             version += 1
     try:
         home.mkdir(parents=True, exist_ok=True)
+        # Private: on a shared server another user must not read this lab's data or logs. As
+        # root, PostgreSQL runs as an unprivileged user who must pass through (not list) it.
+        home.chmod(0o711 if os.geteuid() == 0 else 0o700)
         for sub in ("run", "logs"):
-            (home / sub).mkdir(exist_ok=True)
+            (home / sub).mkdir(exist_ok=True, mode=0o700)
         (home / MARKER).write_text(f"layout {LAYOUT_VERSION}\n")
     except OSError as exc:
         raise CdcKitError(
             f"cannot write the state folder {home}: {exc.strerror or exc}; "
             f"set CDC_KIT_HOME to a writable folder"
         ) from exc
+
+
+# ---- the lab file: this lab's credentials and (with CDC_KIT_PORTS=auto) its ports -------------
+def ensure_lab(settings: Settings, new_ports: bool = False) -> bool:
+    """Make the lab file's missing parts; True if it changed (settings must then be reloaded).
+
+    Credentials: a PostgreSQL password and a ClickHouse user and password, made once and
+    used by every kit client without anyone typing them. Ports (ports=auto): free loopback
+    ports, chosen once, or again with `new_ports` (another program took one meanwhile).
+    """
+    home = settings.home
+    lab = read_lab(home)
+    wanted: dict[str, Any] = dict(lab)
+    wanted.setdefault("pg_password", secrets.token_urlsafe(18))
+    wanted.setdefault("clickhouse_user", "lab")
+    wanted.setdefault("clickhouse_password", secrets.token_urlsafe(18))
+    if settings.ports == "auto" and (new_ports or not all(wanted.get(p) for p in LAB_PORTS)):
+        wanted.update(zip(LAB_PORTS, free_ports(len(LAB_PORTS)), strict=True))
+    if wanted == lab:
+        return False
+    path = home / LAB_FILE
+    tmp = path.with_suffix(".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        json.dump(wanted, handle, indent=2)
+    tmp.replace(path)
+    return True

@@ -219,22 +219,36 @@ class PostgresService(ProcessService):
         return result.returncode == 0
 
     def _initdb(self) -> None:
-        self._run(
-            [
-                str(self.bin_dir / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                self.settings.pg_user,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            "initdb",
-        )
+        """A new cluster whose only user has this lab's password (scram-sha-256 everywhere).
+
+        On a shared server every user reaches 127.0.0.1: `trust` would let anyone in.
+        """
+        password = self.root / "initdb.pw"  # read by initdb as the server's user, then gone
+        password.write_text(self.settings.pg_password + "\n")
+        password.chmod(0o600)
+        user = self._run_as()
+        if user is not None:
+            os.chown(password, user.pw_uid, user.pw_gid)
+        try:
+            self._run(
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.settings.pg_user,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={password}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                "initdb",
+            )
+        finally:
+            password.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
         lines = [f"{key} = {value}" for key, value in SERVER_SETTINGS.items()]
         with conf.open("a") as handle:
@@ -279,7 +293,36 @@ class PostgresService(ProcessService):
             conn.close()
 
     def after_start(self) -> None:
-        """Create the lesson database once."""
+        """Require passwords (state folders of older kits trusted everyone), create the database."""
+        self._require_passwords()
+        self._create_database()
+
+    def _require_passwords(self) -> None:
+        """Turn `trust` lines of pg_hba.conf into scram-sha-256 after setting the password."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        trusting = [i for i, line in enumerate(lines) if line.split()[-1:] == ["trust"]
+                    and not line.lstrip().startswith("#")]  # fmt: skip
+        if not trusting:
+            return
+        conn = self._connect()
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD %s").format(
+                        sql.Identifier(self.settings.pg_user)
+                    ),
+                    (self.settings.pg_password,),
+                )
+                for i in trusting:
+                    lines[i] = lines[i].rsplit("trust", 1)[0] + "scram-sha-256"
+                hba.write_text("\n".join(lines) + "\n")
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+
+    def _create_database(self) -> None:
         conn = self._connect()
         conn.autocommit = True
         try:

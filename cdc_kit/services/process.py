@@ -25,6 +25,11 @@ import psutil
 from cdc_kit.config import Settings
 from cdc_kit.errors import CdcKitError
 
+
+class PortInUse(CdcKitError):
+    """A service's port is taken by another program."""
+
+
 #: Popen objects of children started by this Python process, so they can be reaped (no zombies).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -245,7 +250,7 @@ class ProcessService(ABC):
         for host, port, env_var in self.ports():
             if not port_is_free(host, port):
                 owner = describe_port_owner(port)
-                raise CdcKitError(
+                raise PortInUse(
                     f"{self.name}: port {port} on {host} is already in use by {owner}; "
                     f"stop it or choose another port with {env_var}=<port>"
                 )

@@ -1,0 +1,59 @@
+"""How long each lesson takes to run top to bottom (machine time, for docs/workshop.md).
+
+A fresh embedded stack starts in a temp folder; every notebook in notebooks/ runs in order in
+its own kernel (kernel start included), twice: first on the fresh stack, then again after all
+of them ran once (cells are idempotent). The time a *room* needs is longer: reading, typing,
+the exercise; the workshop guide estimates that separately.
+
+Run: `python bench/bench_notebooks.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import bench_stack  # noqa: E402
+
+from cdc_kit.config import settings_env  # noqa: E402
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def run_notebook(path: Path, env: dict[str, str]) -> float:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    began = time.perf_counter()
+    client.execute(env=env)
+    return time.perf_counter() - began
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    timings: dict[str, list[float]] = {path.stem: [] for path in NOTEBOOKS}
+    with bench_stack() as stack:
+        env = {**os.environ, **settings_env(stack.settings)}
+        for _ in range(2):
+            for path in NOTEBOOKS:
+                timings[path.stem].append(run_notebook(path, env))
+    print("lesson run time, seconds (fresh stack, then again)")
+    for name, (fresh, again) in timings.items():
+        print(f"  {name:<36} {fresh:6.1f}  {again:6.1f}")
+    return timings
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The lessons run unchanged in docker mode, wired as docker-compose.yaml wires the stack.
+
+No Docker engine exists here, so the embedded services stand in for the containers on the
+docker ports (PostgreSQL 5433, Kafka 19092, ClickHouse 8123); capture and the router run as
+separate `python -m cdc_kit capture|route` processes like the compose services; the notebooks
+then run with nothing but `CDC_KIT_MODE=docker`, as a learner's kernel would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from cdc_kit.config import DEFAULT_PORTS, read_lab
+from tests.conftest import REPO, run_cli
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+DOCKER_PORTS = DEFAULT_PORTS["docker"]
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def environment_without_kit_settings() -> dict[str, str]:
+    """This process's environment minus CDC_KIT_* (the session stack exports its own)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("CDC_KIT_")}
+
+
+@pytest.fixture(scope="module")
+def docker_env() -> Iterator[dict[str, str]]:
+    """Services on the docker ports, capture and router as processes; yields a kernel's env."""
+    taken = [port for port in DOCKER_PORTS.values() if port_taken(port)]
+    if taken:
+        reason = f"docker ports in use on this machine: {taken}"
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI must run the docker-mode parity test)")
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="cdc_kit_parity_"))
+    root.chmod(0o755)  # reachable for the unprivileged PostgreSQL user when run as root
+    servers = {
+        "CDC_KIT_MODE": "embedded",
+        "CDC_KIT_HOME": str(root / "servers"),
+        **{f"CDC_KIT_{name.upper()}": str(port) for name, port in DOCKER_PORTS.items()},
+    }
+    # What a compose service or a learner's shell has in docker mode: the mode, nothing else.
+    docker = {
+        **environment_without_kit_settings(),
+        "CDC_KIT_MODE": "docker",
+        "CDC_KIT_HOME": str(root / "kit"),
+    }
+    logs = {name: (root / f"{name}.log").open("w") for name in ("capture", "route")}
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        started = run_cli(servers, "up", "--only", "postgres", "broker", "clickhouse")
+        assert started.returncode == 0, started.stdout + started.stderr
+        # The servers made their own password at `up`: a compose .env would hold it.
+        docker["CDC_KIT_PG_PASSWORD"] = read_lab(Path(servers["CDC_KIT_HOME"]))["pg_password"]
+        for name in ("capture", "route"):
+            # The router service routes its own consumer group, as in docker-compose.yaml.
+            group = {"CDC_KIT_ROUTER_GROUP": "cdc_kit_router_service"} if name == "route" else {}
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "cdc_kit", name],
+                env={**docker, **group},
+                cwd=REPO,
+                stdout=logs[name],
+                stderr=subprocess.STDOUT,
+            )
+        checked = subprocess.run(
+            [sys.executable, "-m", "cdc_kit", "status"],
+            env=docker,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        yield docker
+        for name, process in processes.items():
+            assert process.poll() is None, f"{name} exited: {(root / f'{name}.log').read_text()}"
+    finally:
+        for process in processes.values():
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs.values():
+            log.close()
+        run_cli(servers, "down")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_lesson_runs_in_docker_mode(path: Path, docker_env: dict[str, str]) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute(env=docker_env)
+    outputs = "".join(
+        str(output.get("text", "")) for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    if path.name.startswith("00_"):  # the lab the learner sees is the docker one
+        assert f"127.0.0.1:{DOCKER_PORTS['pg_port']}" in outputs, outputs
