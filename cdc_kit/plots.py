@@ -62,7 +62,8 @@ class SlotGauge:
 
     def figure(self) -> Figure:
         """Two panels over time: lag (confirmed_flush_lsn) and retained WAL (restart_lsn)."""
-        figure = Figure(figsize=(10, 3.4), layout="constrained")
+        figure = Figure(figsize=(10, 3.4))
+        figure.subplots_adjust(left=0.07, right=0.98, top=0.82, bottom=0.15, wspace=0.22)
         lag_axes, kept_axes = figure.subplots(1, 2, sharex=True)
         peak = max((s.retained_bytes or 0 for _, slots in self.samples for s in slots), default=0)
         unit, scale = ("MB", 2**20) if peak >= 2**20 else ("kB", 2**10)

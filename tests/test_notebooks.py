@@ -21,9 +21,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from cdc_kit.errors import CdcKitError
 from cdc_kit.solutions import CHECK_TAG, EXERCISE_TAG, NOTEBOOKS, lesson_notebooks, write_solved
 from cdc_kit.stack import Stack, ensure_running
-from tests.conftest import make_test_env, settings_from
+from tests.conftest import make_test_env, run_cli, settings_from
 
 LESSONS = lesson_notebooks()
 IDS = [path.stem for path in LESSONS]
@@ -132,3 +133,56 @@ def test_solved_notebook_runs_alone_on_a_fresh_stack(
     finally:
         fresh.down()
         shutil.rmtree(Path(env["CDC_KIT_HOME"]).parent, ignore_errors=True)
+
+
+# ---- the instructor's copy ---------------------------------------------------------------------
+def test_the_cli_writes_every_lesson_with_its_exercises_solved(tmp_path: Path) -> None:
+    result = run_cli({}, "solutions", str(tmp_path / "solved"))
+    assert result.returncode == 0, result.stderr
+    for path in LESSONS:
+        solved = nbformat.read(tmp_path / "solved" / path.name, as_version=4)
+        original = nbformat.read(path, as_version=4)
+        for before, after in zip(original.cells, solved.cells, strict=True):
+            if EXERCISE_TAG in tags(before):
+                assert after.source != before.source and after.id == before.id
+            else:
+                assert after.source == before.source
+
+
+def _lesson(folder: Path, cell_id: str) -> Path:
+    notebook = nbformat.v4.new_notebook()
+    exercise = nbformat.v4.new_code_cell("answer = None", id=cell_id)
+    exercise.metadata["tags"] = [EXERCISE_TAG]
+    notebook.cells = [exercise, nbformat.v4.new_code_cell("check(answer)", id="check-x")]
+    folder.mkdir(exist_ok=True)
+    path = folder / "00_demo.ipynb"
+    nbformat.write(notebook, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("cell_id", "blocks", "says"),
+    [
+        ("exercise-x", "", "no solution for exercise cell"),
+        ("exercise-x", "# %% exercise-x\nanswer = 1\n# %% exercise-y\nb = 2\n", "match no"),
+        ("3", "# %% exercise-x\nanswer = 1\n", "renumbered by nbstripout"),
+    ],
+    ids=["a missing solution", "a solution without its cell", "renumbered cell ids"],
+)
+def test_solutions_refuse_a_notebook_they_drifted_from(
+    tmp_path: Path, cell_id: str, blocks: str, says: str
+) -> None:
+    notebooks, solutions = tmp_path / "notebooks", tmp_path / "solutions"
+    _lesson(notebooks, cell_id)
+    solutions.mkdir()
+    (solutions / "00_demo.py").write_text(blocks)
+    with pytest.raises(CdcKitError, match=says):
+        write_solved(tmp_path / "out", notebooks, solutions)
+    assert not (tmp_path / "out").exists(), "nothing is written when one lesson is wrong"
+
+
+def test_solutions_never_overwrite_the_learners_notebooks(tmp_path: Path) -> None:
+    notebooks = tmp_path / "notebooks"
+    _lesson(notebooks, "exercise-x")
+    with pytest.raises(CdcKitError, match="refusing to overwrite"):
+        write_solved(notebooks, notebooks, tmp_path)
