@@ -1,5 +1,4 @@
 """Solutions of notebooks/07_replacingmergetree.ipynb, one block per exercise cell id."""
-# ruff: noqa: F821, B018 - names come from the notebook's earlier cells; the last line shows
 
 # %% exercise-newest-units
 newest_sql = """
