@@ -208,7 +208,7 @@ class ShipmentWide(ShipmentNarrow):
     cost: Decimal = Field(max_digits=10, decimal_places=2)
 
 
-def test_lesson08_the_freight_needs_modify_column_register_and_replay(
+def test_lesson08_the_cost_column_must_be_modified_not_only_the_model(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ch = lab.clickhouse()
@@ -222,7 +222,7 @@ def test_lesson08_the_freight_needs_modify_column_register_and_replay(
     router = Router(lab, registry=dict(olap.OLAP_MODELS))
     router.register(ShipmentNarrow)
     cost = Decimal("54321.00")
-    check = lesson08.check_freight_arrived
+    check = lesson08.check_cost_column
     try:
         router.catch_up()
         run(lab, "ALTER TABLE lesson08_shipment ALTER COLUMN cost TYPE numeric(10, 2)")

@@ -1,5 +1,5 @@
-"""Self-check of lesson 08: the freight shipment, parked by a type change, is in ClickHouse, and
-the ClickHouse column, the router's model and PostgreSQL agree on the wider type."""
+"""Self-check of lesson 08: after a type change at the source, the ClickHouse column has the
+router's model type again (not only the values), and the freight shipment is there."""
 
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ def _parked(stack: Any, freight_id: int) -> tuple[str, str] | None:
     return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
 
-def check_freight_arrived(
+def check_cost_column(
     stack: Any, router: Any, freight_id: int, freight_cost: Decimal, answer: Any
 ) -> None:
-    """The freight row is in ClickHouse (FINAL) with its cost, nothing of it is parked, the
-    ClickHouse column has the router's model type for `cost`, and `answer` is the stored cost."""
+    """Nothing of the freight row is parked, the ClickHouse column has the router's model type
+    for `cost`, the row is in ClickHouse (FINAL) with its cost, and `answer` is that cost."""
     require_answer(
         answer,
         "freight_cost_in_clickhouse",
-        f"the four steps of the exercise; the last one reads {READ_HINT}",
+        f"change the column ({MODIFY}), then read it back: {READ_HINT}",
     )
     model = router.registry.get(TABLE)
     model_type = olap.column_types(model)["cost"] if model is not None else None
@@ -67,7 +67,7 @@ def check_freight_arrived(
             f"ClickHouse's column cost is {column_type}, the router's model says {model_type}. "
             "A Decimal(6, 2) is stored in 32 bits and ClickHouse only checks that size, so a "
             "five-digit cost fits by accident; over 21,474,836.47 it would be refused",
-            f"change the column as a person would: {MODIFY}",
+            f"change the column's type as a person would: {MODIFY}",
         )
     ch = stack.clickhouse()
     rows = ch.query(
