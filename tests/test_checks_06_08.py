@@ -234,18 +234,22 @@ def test_lesson08_the_cost_column_must_be_modified_not_only_the_model(
         router.catch_up()
         fails(check, lab, router, freight, cost, None, says="placeholder")
 
-        # The typical slip: register and replay, but leave ClickHouse's column narrow. The row
-        # arrives (ClickHouse checks only the 32-bit storage), and the check refuses it.
+        # The typical slip: register the wide model and replay, but leave ClickHouse's column
+        # narrow. The router refuses to write into it (ClickHouse would take the value without
+        # a word: it checks only the 32-bit storage): the row stays parked, with the statement.
         router.register(ShipmentWide)
+        router.replay_dead_letters()
+        failure = fails(check, lab, router, freight, cost, cost, says="still parked")
+        assert "MODIFY COLUMN `cost` Decimal(10, 2)" in str(failure)
+
+        ch.command("ALTER TABLE lesson08_shipment MODIFY COLUMN cost Decimal(10, 2)")
+        failure = fails(check, lab, router, freight, cost, cost, says="still parked")
+        assert "replay_dead_letters" in failure.hint  # altered, not replayed yet
         router.replay_dead_letters()
         stored = ch.query(
             "SELECT cost FROM lesson08_shipment FINAL WHERE id = {id:UInt64}",
             parameters={"id": freight},
         ).result_rows[0][0]
-        assert stored == cost, "the narrow column took the wide value without a word"
-        fails(check, lab, router, freight, cost, stored, says="is Decimal(6, 2)")
-
-        ch.command("ALTER TABLE lesson08_shipment MODIFY COLUMN cost Decimal(10, 2)")
         check(lab, router, freight, cost, stored)
         assert "✓ shipment" in capsys.readouterr().out
         fails(check, lab, router, freight, cost, Decimal("12.50"), says="ClickHouse holds")

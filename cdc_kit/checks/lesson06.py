@@ -28,8 +28,12 @@ def parked_refunds(stack: Any, refund_ids: list[int]) -> list[tuple[str, str, st
     table = f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
     return stack.clickhouse().query(
         f"SELECT `key`, `stage`, `error` FROM {table} FINAL "  # noqa: S608 - quoted identifiers
-        "WHERE `replayed` = 0 AND `key` IN {keys:Array(String)} ORDER BY `offset`",
-        parameters={"keys": [f"{TABLE}:{refund_id}" for refund_id in refund_ids]},
+        "WHERE `group` = {group:String} AND `replayed` = 0 AND `key` IN {keys:Array(String)} "
+        "ORDER BY `offset`",
+        parameters={
+            "keys": [f"{TABLE}:{refund_id}" for refund_id in refund_ids],
+            "group": stack.settings.router_group,
+        },
     ).result_rows
 
 

@@ -28,8 +28,9 @@ def _parked(stack: Any, freight_id: int) -> tuple[str, str] | None:
     table = f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
     rows = stack.clickhouse().query(
         f"SELECT `stage`, `error` FROM {table} FINAL "  # noqa: S608 - quoted identifiers
-        "WHERE `replayed` = 0 AND `key` = {key:String} ORDER BY `offset` DESC LIMIT 1",
-        parameters={"key": f"{TABLE}:{freight_id}"},
+        "WHERE `group` = {group:String} AND `replayed` = 0 AND `key` = {key:String} "
+        "ORDER BY `offset` DESC LIMIT 1",
+        parameters={"key": f"{TABLE}:{freight_id}", "group": stack.settings.router_group},
     ).result_rows
     return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
