@@ -44,7 +44,7 @@ class Report:
 
 
 def megabytes(value: float | int | None) -> str:
-    return "?" if value is None else f"{value / 2**20:,.0f} MB"
+    return "?" if value is None else f"{value / 2**20:,.1f} MB"
 
 
 def rss(pid: int) -> int:
@@ -140,8 +140,9 @@ def _dead_letters(stack: Stack, report: Report) -> None:
         report.add("dead letters", "none (no router has run yet)")
         return
     rows = ch.query(
-        f"SELECT stage, count() FROM {table} FINAL WHERE replayed = 0 GROUP BY stage "  # noqa: S608
-        "ORDER BY stage"
+        f"SELECT stage, count() FROM {table} FINAL WHERE `group` = {{g:String}} "  # noqa: S608
+        "AND replayed = 0 GROUP BY stage ORDER BY stage",
+        parameters={"g": s.router_group},
     ).result_rows
     waiting = sum(count for _, count in rows)
     by_stage = ", ".join(f"{stage}: {count}" for stage, count in rows)

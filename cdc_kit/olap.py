@@ -33,7 +33,7 @@ from clickhouse_connect.driver.binding import quote_identifier
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 from pydantic_core import PydanticUndefined
 
-from cdc_kit.contract import ChangeEvent, describe_validation_error
+from cdc_kit.contract import ChangeEvent
 from cdc_kit.oltp import CustomerBase, OrderBase, OrderItemBase, ProductBase
 
 EPOCH = datetime(1970, 1, 1)
@@ -41,6 +41,14 @@ EPOCH = datetime(1970, 1, 1)
 
 class OlapValidationError(ValueError):
     """An event whose payload does not fit its OLAP model; the message says which fields."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Pydantic's errors as one readable line: `email: Field required; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
+        for error in exc.errors()
+    )
 
 
 # ---- type helpers ---------------------------------------------------------------------------

@@ -183,10 +183,11 @@ def test_lesson03_the_text_slot_moved_past_the_target(
     conn.autocommit = True
     try:
         replication.ensure_slot(conn, slot, plugin="test_decoding")
-        new_product(lab)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_log_standby_snapshot()")
-            cur.execute("SELECT pg_current_wal_lsn()::text")
+        new_product(lab)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_flush_lsn()::text")  # a slot moves over flushed WAL
             target = cur.fetchone()[0]
             cur.execute(
                 "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",

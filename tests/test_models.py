@@ -31,7 +31,7 @@ def make(table: str, operation: str, payload: dict, lsn: str = "0/10", **meta):
         (b'{"metadata":', "not JSON"),
         (b'"text"', "expected a JSON object"),
         (b'{"payload": {}}', "missing 'metadata'"),
-        (b'{"metadata": {"table": "t", "operation": "insert"}, "payload": []}', "'payload'"),
+        (b'{"metadata": {"table": "t", "operation": "insert"}, "payload": []}', "payload: "),
         (b'{"metadata": {"table": "", "operation": "insert"}}', "metadata.table"),
         (b'{"metadata": {"table": "t", "operation": "upsert"}}', "metadata.operation"),
         (b'{"metadata": {"table": "t", "operation": "insert", "lsn": "1/"}}', "not an LSN"),

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import pytest
 from kafka import TopicPartition
+from pydantic import Field
 
 from cdc_kit import olap
 from cdc_kit.config import settings_env
@@ -458,3 +459,32 @@ def test_the_seeds_views_answer_the_seeds_queries(isolated) -> None:
     # The tombstone shows, with the defaults of a key-only delete, as the seed's README says.
     assert rows == [(5, "", Decimal("0"), 1, 0x12)]
     assert ch.query("SELECT customer_id, name FROM customer_dim").result_rows == [(1, "Ada")]
+
+
+def test_rows_wait_while_a_column_type_differs_and_flow_once_it_is_altered(isolated) -> None:
+    stack, router = isolated
+
+    class Parcel(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "parcel"
+        id: Annotated[int, "uint64"]
+        cost: Decimal = Field(max_digits=6, decimal_places=2)
+
+    class WiderParcel(Parcel):
+        cost: Decimal = Field(max_digits=9, decimal_places=2)
+
+    router.register(Parcel)
+    router.connect()  # the table is made with Decimal(6, 2)
+    router.register(WiderParcel)  # ClickHouse keeps Decimal(6, 2): the kit reports, never alters
+    send(stack, [event("parcel", "insert", "0/10", {"id": 1, "cost": "12345.67"})])
+    stats = drain(router, 1)
+    assert stats["dead_by_stage"] == {"warehouse": 1}
+    (letter,) = router.dead_letters()
+    assert "Decimal(6, 2) in ClickHouse but Decimal(9, 2)" in letter["error"]
+    assert "MODIFY COLUMN `cost` Decimal(9, 2)" in letter["error"]
+
+    db = stack.settings.clickhouse_database
+    ch = stack.clickhouse()
+    ch.command(f"ALTER TABLE `{db}`.parcel MODIFY COLUMN `cost` Decimal(9, 2)")  # the person
+    assert router.replay_dead_letters().routed == 1
+    rows = ch.query(f"SELECT id, cost FROM `{db}`.parcel FINAL").result_rows
+    assert rows == [(1, Decimal("12345.67"))]

@@ -12,6 +12,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from kafka import TopicPartition
 
+from cdc_kit.config import settings_env
 from cdc_kit.services.broker import create_topics
 from cdc_kit.stack import Stack
 
@@ -116,8 +117,9 @@ def test_clickhouse_replacing_merge_tree_through_the_stack_client(stack: Stack) 
 
 
 CLIENT_SCRIPT = """
-import sys, clickhouse_connect
-client = clickhouse_connect.get_client(host="127.0.0.1", port=int(sys.argv[1]), database="local")
+import sys
+from cdc_kit.stack import get_stack
+client = get_stack().clickhouse()  # as a second notebook would: the lab's own credentials
 for i in range(50):
     client.insert(sys.argv[2], [[int(sys.argv[3]) * 1000 + i]], column_names=["id"])
     client.query("SELECT count() FROM " + sys.argv[2])
@@ -129,10 +131,10 @@ def test_two_client_processes_at_once(stack: Stack) -> None:
     ch = stack.clickhouse()
     table = f"concurrent_{uuid.uuid4().hex[:8]}"
     ch.command(f"CREATE TABLE `{table}` (id UInt64) ENGINE = MergeTree ORDER BY id")
-    port = str(stack.settings.clickhouse_port)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLIENT_SCRIPT, port, table, str(n)],
+            [sys.executable, "-c", CLIENT_SCRIPT, "-", table, str(n)],
+            env=settings_env(stack.settings),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -357,8 +357,12 @@ class Capture:
             # Checked before every confirmation: after a broker restart nothing may be
             # confirmed on the strength of acks or progress from the new, emptied broker.
             raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
-        if safe > state.sent_lsn or force:
-            cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=force)
+        if safe > state.sent_lsn or force or idle:
+            # force: psycopg2 otherwise only records the position and sends it at its next
+            # 10 s status interval, and a slot (and whoever waits on it) would lag that long.
+            # reply (when idle): the server answers with how far it has decoded, so WAL that
+            # carries no change of ours (DDL, vacuum) is confirmed within a tick, not ~10 s.
+            cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=True, reply=idle)
             state.sent_lsn = max(safe, state.sent_lsn)
             self.stats.confirmed_lsn = state.sent_lsn
         self._write_status("streaming")

@@ -64,18 +64,22 @@ class DeadLetter:
 
 
 def ensure_dead_letter_table(client: Any, database: str) -> None:
-    """ReplacingMergeTree by id: a dead letter written twice (after a replay) is kept once."""
+    """ReplacingMergeTree by (group, id): a dead letter written twice (a replay) is kept once,
+    and each router group parks and replays its own (two groups may read one topic)."""
     table = f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
     client.command(
         f"CREATE TABLE IF NOT EXISTS {table} ("
-        "`id` String, `stage` LowCardinality(String), `error` String, `topic` String, "
-        "`partition` Int32, `offset` Int64, `key` String, `value` String, "
+        "`group` String, `id` String, `stage` LowCardinality(String), `error` String, "
+        "`topic` String, `partition` Int32, `offset` Int64, `key` String, `value` String, "
         "`failed_at` DateTime64(6, 'UTC'), `replayed` UInt8) "
-        "ENGINE = ReplacingMergeTree(`failed_at`) ORDER BY `id`"
+        "ENGINE = ReplacingMergeTree(`failed_at`) ORDER BY (`group`, `id`)"
     )
+    # Tables of older kits had no group (and stay ordered by id alone).
+    client.command(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `group` String FIRST")
 
 
 DEAD_LETTER_COLUMNS = [
+    "group",
     "id",
     "stage",
     "error",
@@ -89,10 +93,13 @@ DEAD_LETTER_COLUMNS = [
 ]
 
 
-def dead_letter_rows(letters: list[DeadLetter], replayed: int = 0) -> list[list[Any]]:
+def dead_letter_rows(
+    letters: list[DeadLetter], group: str, replayed: int = 0
+) -> list[list[Any]]:
     """Rows for `cdc_dead_letters`; the value is stored base64 so any bytes survive."""
     return [
         [
+            group,
             letter.id,
             letter.stage,
             letter.error,

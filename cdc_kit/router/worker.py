@@ -119,6 +119,7 @@ class Router:
         self._cluster_id: str | None = None
         self._ch: Any = None
         self._synced: dict[str, type] = {}  # table -> the model its columns were synced for
+        self._type_differs: dict[str, dict[str, tuple[str, str]]] = {}  # table -> column drift
         self._types: dict[type, dict[str, str]] = {}  # model -> column -> ClickHouse type
         self._progress_lsn = 0  # written to ClickHouse (in memory at once)
         self._progress_saved = 0  # ... and recorded in the progress table for capture
@@ -149,6 +150,10 @@ class Router:
             return
         self._lease.acquire()
         if self._ch is None:
+            # clickhouse-connect imports pandas at its first INSERT (~0.5 s): here, rather than
+            # in the first change a learner waits for.
+            import pandas  # noqa: F401
+
             # Qualified names everywhere: the target database may not exist before this call.
             self._ch = clients.clickhouse(self.settings, database="default")
             warehouse.ensure_database(self._ch, self._database)
@@ -217,9 +222,30 @@ class Router:
         """Create the table or add the columns the model gained (once per model class)."""
         change = warehouse.sync_table(self._ch, model, self._database)
         self._synced[table] = model
+        self._type_differs[table] = change.type_differs
         if change.created or change.added or change.type_differs:
             log.info("ClickHouse schema: %s", change)
         return change
+
+    def _type_mismatch(self, write: TableRows) -> str | None:
+        """Why rows of a table whose column types differ from the model cannot be written.
+
+        ClickHouse would convert them silently (a 5-digit cost fits a Decimal(6, 2) column's
+        storage): the kit never changes a type itself, so the rows wait for a person's ALTER.
+        Asked again each batch, so they flow again as soon as the column was changed.
+        """
+        if self._type_differs.get(write.table):
+            self._sync(write.table, write.model)
+        differs = self._type_differs.get(write.table)
+        if not differs:
+            return None
+        column, (have, want) = next(iter(differs.items()))
+        table = olap.table_name(write.model, self._database)
+        return (
+            f"column {column} is {have} in ClickHouse but {want} in {write.model.__name__}: "
+            f"the kit never changes a column's type; run ALTER TABLE {table} MODIFY COLUMN "
+            f"`{column}` {want}, then router.replay_dead_letters()"
+        )
 
     # ---- one batch ----------------------------------------------------------------------
     def step(self, timeout_ms: int | None = None) -> BatchResult:
@@ -316,6 +342,8 @@ class Router:
             if isinstance(write, Truncate):
                 warehouse.insert_tombstones(self._ch, self._database, write.model, write.lsn)
                 result.tables[write.table] += 1
+            elif reason := self._type_mismatch(write):
+                batch.dead.extend(dead_letter(r, "warehouse", reason) for r in write.records)
             else:
                 written = self._insert_rows(write, batch.dead)
                 if written:
@@ -364,7 +392,7 @@ class Router:
             return
         self._ch.insert(
             DEAD_LETTER_TABLE,
-            dead_letter_rows(letters),
+            dead_letter_rows(letters, self.group),
             column_names=DEAD_LETTER_COLUMNS,
             database=self._database,
         )
@@ -372,9 +400,14 @@ class Router:
             self._producer.produce(
                 self.settings.dlq_topic, key=letter.key, value=letter.to_message()
             )
-            log.warning(
-                "dead letter at offset %d (%s): %s", letter.offset, letter.stage, letter.error
-            )
+        stages = Counter(letter.stage for letter in letters)
+        log.warning(
+            "%d dead letter(s) parked (%s), e.g. offset %d: %s; see router.dead_letters()",
+            len(letters),
+            ", ".join(f"{stage}: {n}" for stage, n in sorted(stages.items())),
+            letters[0].offset,
+            letters[0].error[:200],
+        )
         undelivered = self._producer.flush(30)
         if undelivered:
             raise CdcKitError(f"{undelivered} dead letters not delivered to the dead-letter topic")
@@ -425,13 +458,16 @@ class Router:
 
     # ---- dead letters -------------------------------------------------------------------
     def dead_letters(self, include_replayed: bool = False) -> list[dict[str, Any]]:
-        """The parked events (newest state of each), as dicts for display."""
+        """This router group's parked events (newest state of each), as dicts for display."""
         with self._batch_lock:
             self.connect()
-            where = "" if include_replayed else " WHERE `replayed` = 0"
+            waiting = "" if include_replayed else " AND `replayed` = 0"
             table = f"{quote_identifier(self._database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
-            query = f"SELECT * FROM {table} FINAL{where} ORDER BY `offset`"  # noqa: S608
-            result = self._ch.query(query)
+            query = (
+                f"SELECT * FROM {table} FINAL WHERE `group` = {{group:String}}{waiting} "  # noqa: S608
+                "ORDER BY `offset`"
+            )
+            result = self._ch.query(query, parameters={"group": self.group})
             return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
     def replay_dead_letters(self) -> BatchResult:
@@ -456,7 +492,7 @@ class Router:
             ]
             self._ch.insert(
                 DEAD_LETTER_TABLE,
-                dead_letter_rows(replayed, replayed=1),
+                dead_letter_rows(replayed, self.group, replayed=1),
                 column_names=DEAD_LETTER_COLUMNS,
                 database=self._database,
             )

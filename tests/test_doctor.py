@@ -1,0 +1,55 @@
+"""`python -m cdc_kit doctor`: what an instructor reads at a learner's desk."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+from cdc_kit.config import settings_env
+from cdc_kit.router import Router
+from cdc_kit.stack import Stack
+from tests.conftest import REPO, isolated_settings
+
+HOLD_THE_GROUP = """
+import time
+from cdc_kit.router import Router
+router = Router()
+router.step(timeout_ms=10)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_doctor_names_the_router_process_the_slots_and_the_dead_letters(stack) -> None:
+    settings = isolated_settings(stack.settings, uuid.uuid4().hex[:8])
+    producer = stack.kafka_producer()
+    producer.send(settings.cdc_topic, b"not json at all")
+    producer.flush()
+    with Router(Stack(settings)) as router:
+        assert router.step(timeout_ms=3000).dead_lettered == 1
+    env = settings_env(settings)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_GROUP], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = subprocess.run(
+            [sys.executable, "-m", "cdc_kit", "doctor"],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+        stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+    report = result.stdout
+    assert result.returncode == 3, report + result.stderr  # there is something to do
+    assert "Traceback" not in result.stderr
+    for service in ("postgres", "broker", "clickhouse", "capture"):
+        assert any(line.startswith(service) for line in report.splitlines()), report
+    assert f"slot          {stack.settings.slot_name}:" in report  # the session capture's slot
+    assert "retains" in report
+    assert f"in pid {holder.pid}" in report  # who holds the router's group
+    assert "1 waiting (decode: 1)" in report
+    assert "replay_dead_letters()" in report
+    assert f"the capture's slot {settings.slot_name} does not exist" in report
