@@ -27,8 +27,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from cdc_kit import olap, oltp
-from cdc_kit.contract import describe_validation_error
 from cdc_kit.errors import CdcKitError, first_line
+from cdc_kit.olap import describe_validation_error
 
 #: Table -> the SQLModel class with its business rules (validates typed values).
 RULES: dict[str, type[SQLModel]] = {
