@@ -1,0 +1,83 @@
+"""Self-check of lesson 09: a button of your own, wired to the lab, changes a price end to end."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from cdc_kit.checks.common import CheckFailed, passed, require_answer
+
+WIRE_HINT = (
+    "def raise_price(button): ... lab.update('product', product_id, price=new_price); then "
+    "raise_button = widgets.Button(description='+10 %') and raise_button.on_click(raise_price)"
+)
+
+
+def _prices(lab: Any, product_id: int) -> tuple[Decimal | None, Decimal | None]:
+    """(price in PostgreSQL, price in ClickHouse FINAL) of one product (None: no row)."""
+    source = lab.pg_row("product", product_id)
+    final = lab.ch_final("product", product_id)
+    return (
+        Decimal(source["price"].iloc[0]) if len(source) else None,
+        Decimal(final["price"].iloc[0]) if len(final) else None,
+    )
+
+
+def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: float = 15.0) -> None:
+    """Clicking `raise_button` raises the product's price by 10 % in PostgreSQL, and the new
+    price reaches ClickHouse FINAL (the router runs in the background)."""
+    import ipywidgets
+
+    require_answer(raise_button, "raise_button", WIRE_HINT)
+    if not isinstance(raise_button, ipywidgets.Button):
+        raise CheckFailed(
+            f"`raise_button` is a {type(raise_button).__name__}, not a button", WIRE_HINT
+        )
+    before, _ = _prices(lab, product_id)
+    if before is None:
+        raise CheckFailed(
+            f"product {product_id} is gone from PostgreSQL",
+            "run the cell above the exercise again: it makes a fresh product",
+        )
+    changes_before = len(lab.changes)
+    raise_button.click()
+    after, _ = _prices(lab, product_id)
+    if after == before:
+        raise CheckFailed(
+            f"clicking the button left the price of product {product_id} at {before} in "
+            "PostgreSQL (an error in your handler is printed just above)",
+            "connect a handler that takes the button as its one argument and changes "
+            f"PostgreSQL through the lab: {WIRE_HINT}",
+        )
+    wanted = before * Decimal("1.10")
+    if after is None or abs(after - wanted) > Decimal("0.01"):
+        raise CheckFailed(
+            f"one click took the price from {before} to {after}; +10 % would be "
+            f"{wanted.quantize(Decimal('0.01'))}",
+            "new_price = (price * Decimal('1.10')).quantize(Decimal('0.01')), from the price "
+            "PostgreSQL has now (lab.pg_row('product', product_id))",
+        )
+    deadline = time.monotonic() + timeout
+    final = None
+    while time.monotonic() < deadline:
+        _, final = _prices(lab, product_id)
+        if final == after:
+            break
+        time.sleep(0.05)
+    else:
+        shown = "no row" if final is None else final
+        raise CheckFailed(
+            f"PostgreSQL has {after}, but ClickHouse FINAL still shows {shown} after "
+            f"{timeout:.0f} s",
+            "is the router running? router.start(), or the panel's router toggle",
+        )
+    timed = ""
+    if len(lab.changes) > changes_before:
+        change = lab.changes[-1]
+        lab.wait_visible(change, timeout=timeout)
+        timed = f"; commit -> FINAL in {change.latency_s * 1000:.0f} ms"
+    passed(
+        f"one click raised product {product_id} from {before} to {after} in PostgreSQL, "
+        f"and ClickHouse FINAL followed{timed}"
+    )

@@ -1,0 +1,227 @@
+"""The self-checks of lessons 09 and 10 fail on the placeholder and on the typical wrong answers
+(with what to try), and pass on the solutions, against the real stack."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Annotated
+
+import ipywidgets
+import pytest
+from sqlalchemy import text
+
+from cdc_kit import olap, oltp
+from cdc_kit.checks import CheckFailed, lesson09, lesson10
+from cdc_kit.olap import CdcFields, CdcOlapModelBase
+from cdc_kit.router import Router
+from cdc_kit.stack import Stack
+from cdc_kit.widgets import ChangeLab
+
+
+# ---- lesson 09: a button of your own ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def lab(stack: Stack) -> Iterator[tuple[ChangeLab, Router]]:
+    engine = stack.pg_engine()
+    oltp.create_all(engine)
+    oltp.load_sample_data(engine, progress=False)
+    router = Router(stack)
+    router.catch_up()
+    router.start()
+    made = ChangeLab(stack, seed=9)
+    yield made, router
+    router.close()
+    made.close()
+
+
+def button(handler=None) -> ipywidgets.Button:
+    made = ipywidgets.Button(description="+10 %")
+    if handler is not None:
+        made.on_click(handler)
+    return made
+
+
+def raise_by(lab: ChangeLab, product_id: int, factor: str):
+    def handler(_button: ipywidgets.Button) -> None:
+        price = lab.pg_row("product", product_id)["price"].iloc[0]
+        new = (price * Decimal(factor)).quantize(Decimal("0.01"))
+        lab.update("product", product_id, price=new)
+
+    return handler
+
+
+def test_lesson09_fails_on_the_placeholder_and_on_a_non_button(lab) -> None:
+    made, _ = lab
+    product = made.insert("product", price="20.00").id
+    with pytest.raises(CheckFailed, match="placeholder"):
+        lesson09.check_raise_button(made, None, product)
+    with pytest.raises(CheckFailed, match="not a button"):
+        lesson09.check_raise_button(made, "+10 %", product)
+
+
+def test_lesson09_fails_on_a_button_without_a_handler(lab) -> None:
+    made, _ = lab
+    product = made.insert("product", price="20.00").id
+    with pytest.raises(CheckFailed, match="left the price") as failed:
+        lesson09.check_raise_button(made, button(), product)
+    assert "on_click" in failed.value.hint
+
+
+def test_lesson09_fails_on_the_wrong_raise(lab) -> None:
+    made, _ = lab
+    product = made.insert("product", price="20.00").id
+    with pytest.raises(CheckFailed, match="from 20.00 to 24.00"):
+        lesson09.check_raise_button(made, button(raise_by(made, product, "1.20")), product)
+
+
+def test_lesson09_fails_when_clickhouse_never_follows(lab) -> None:
+    made, router = lab
+    product = made.insert("product", price="20.00").id
+    made.wait_visible()
+    router.stop()
+    try:
+        with pytest.raises(CheckFailed, match="still shows 20.00") as failed:
+            lesson09.check_raise_button(
+                made, button(raise_by(made, product, "1.10")), product, timeout=0.5
+            )
+        assert "router" in failed.value.hint
+    finally:
+        router.start()
+
+
+def test_lesson09_passes_on_the_solution(lab, capsys: pytest.CaptureFixture[str]) -> None:
+    made, _ = lab
+    product = made.insert("product", price="20.00").id
+    lesson09.check_raise_button(made, button(raise_by(made, product, "1.10")), product)
+    assert "✓ one click raised product" in capsys.readouterr().out
+    assert made.ch_final("product", product)["price"].iloc[0] == Decimal("22.00")
+
+
+# ---- lesson 10: count the accounts right ------------------------------------------------------
+@pytest.fixture()
+def accounts(stack: Stack) -> Iterator[tuple[str, Router]]:
+    """Exhibit 5 on a table of its own: 3 accounts, 2 updates each... and one deleted, with the
+    table's merges stopped so that every version stays visible."""
+    table = f"test_account_{uuid.uuid4().hex[:8]}"
+    model = type(
+        "TestAccount",
+        (CdcOlapModelBase, CdcFields),
+        {
+            "__table__": table,
+            "__annotations__": {
+                "id": Annotated[int, "uint64"],
+                "owner": str,
+                "balance": Decimal,
+            },
+        },
+    )
+    engine, ch = stack.pg_engine(), stack.clickhouse()
+    router = Router(stack, registry={**olap.OLAP_MODELS, table: model})
+    columns = "id int PRIMARY KEY, owner text NOT NULL, balance numeric(10, 2) NOT NULL"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table} ({columns})"))
+    router.register(model)
+    router.connect()  # creates the ClickHouse table
+    ch.command(f"SYSTEM STOP MERGES `{table}`")
+    steps = [
+        f"INSERT INTO {table} VALUES (1, 'Ada', 100), (2, 'Blaise', 200), (3, 'Charles', 300)",
+        *(f"UPDATE {table} SET balance = balance + 50 WHERE id = {n}" for n in (1, 2, 3)),
+        f"DELETE FROM {table} WHERE id = 3",
+    ]
+    for step in steps:
+        with engine.begin() as conn:
+            conn.execute(text(step))
+        router.catch_up()  # one batch per change: the versions stay apart
+    yield table, router
+    router.close()
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    ch.command(f"DROP TABLE IF EXISTS `{table}`")
+
+
+def test_lesson10_fails_on_the_placeholder_and_on_bad_sql(stack: Stack, accounts) -> None:
+    table, router = accounts
+    with pytest.raises(CheckFailed, match="placeholder"):
+        lesson10.check_accounts_query(stack, router, None, table)
+    with pytest.raises(CheckFailed, match="refused the query"):
+        lesson10.check_accounts_query(stack, router, f"SELECT nothing FROM {table}", table)
+    with pytest.raises(CheckFailed, match="one row"):
+        lesson10.check_accounts_query(stack, router, f"SELECT id, balance FROM {table}", table)
+
+
+def test_lesson10_fails_on_a_query_without_final(stack: Stack, accounts) -> None:
+    table, router = accounts
+    with pytest.raises(CheckFailed, match="every stored version") as failed:
+        every_version = f"SELECT count(), sum(balance) FROM {table}"
+        lesson10.check_accounts_query(stack, router, every_version, table)
+    assert "FINAL" in failed.value.hint
+
+
+def test_lesson10_fails_when_the_deleted_account_is_counted(stack: Stack, accounts) -> None:
+    table, router = accounts
+    newest = (
+        f"SELECT count(), sum(b) FROM (SELECT argMax(balance, lsn) AS b FROM {table} GROUP BY id)"
+    )
+    with pytest.raises(CheckFailed, match="tombstone"):
+        lesson10.check_accounts_query(stack, router, newest, table)
+
+
+def test_lesson10_fails_on_numbers_written_by_hand(stack: Stack, accounts) -> None:
+    table, router = accounts
+    with pytest.raises(CheckFailed, match="after one more update"):
+        lesson10.check_accounts_query(stack, router, "SELECT 2, toDecimal64(400, 2)", table)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT count(), sum(balance) FROM {table} FINAL",
+        "SELECT count(), sum(b) FROM (SELECT argMax(balance, lsn) AS b, "
+        "argMax(is_deleted, lsn) AS gone FROM {table} GROUP BY id) WHERE gone = 0",
+    ],
+    ids=["final", "argmax"],
+)
+def test_lesson10_passes_on_both_correct_queries(
+    stack: Stack, accounts, query: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, router = accounts
+    lesson10.check_accounts_query(stack, router, query.format(table=table), table)
+    assert "✓ 2 accounts, 401.00 in total" in capsys.readouterr().out
+
+
+# ---- lesson 10: the exhibits' own checks -------------------------------------------------------
+def test_snapshot_then_stream_needs_every_row_exactly_once() -> None:
+    with pytest.raises(CheckFailed, match=r"rows \[3\] arrived twice"):
+        lesson10.snapshot_then_stream([1, 2, 3], [3, 4], [1, 2, 3, 4])
+    with pytest.raises(CheckFailed, match=r"rows \[4\] arrived neither"):
+        lesson10.snapshot_then_stream([1, 2, 3], [5], [1, 2, 3, 4, 5])
+    lesson10.snapshot_then_stream([1, 2, 3], [4, 5], [1, 2, 3, 4, 5])
+
+
+def test_sorted_by_primary_key_tells_a_hand_written_key_from_the_kits(stack: Stack) -> None:
+    ch, database = stack.clickhouse(), stack.settings.clickhouse_database
+    table = f"test_ghost_{uuid.uuid4().hex[:8]}"
+    try:
+        ch.command(
+            f"CREATE TABLE `{table}` (id UInt64, country String, is_deleted UInt8, lsn UInt64) "
+            "ENGINE = ReplacingMergeTree(lsn, is_deleted) ORDER BY (country, id)"
+        )
+        with pytest.raises(CheckFailed, match=r"sorted by \(country, id\)"):
+            lesson10.sorted_by_primary_key(ch, database, table)
+    finally:
+        ch.command(f"DROP TABLE IF EXISTS `{table}`")
+    lesson10.sorted_by_primary_key(ch, database, "customer")  # made by the kit from its model
+
+
+def test_capture_slot_safe_notices_a_setting_left_changed(stack: Stack) -> None:
+    conn = stack.pg_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW max_slot_wal_keep_size")
+            setting = cur.fetchone()[0]
+        with pytest.raises(CheckFailed, match="not 32MB as before"):
+            lesson10.capture_slot_safe(conn, stack.settings.slot_name, "32MB", "no_such_slot")
+        lesson10.capture_slot_safe(conn, stack.settings.slot_name, setting, "no_such_slot")
+    finally:
+        conn.close()
