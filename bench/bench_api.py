@@ -22,12 +22,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_stack, free_ports, percentiles  # noqa: E402
+from common import percentiles  # noqa: E402
 
 from cdc_kit import oltp  # noqa: E402
 from cdc_kit.config import settings_env  # noqa: E402
 from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.stack import Stack  # noqa: E402
+from cdc_kit.services.process import free_ports  # noqa: E402
+from cdc_kit.stack import (
+    Stack,  # noqa: E402
+    scratch_stack,  # noqa: E402
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
     args = parser.parse_args(argv)
-    with bench_stack() as stack:
+    with scratch_stack() as stack:
         oltp.create_all(stack.pg_engine())
         server, client = start_api(stack)
         router = Router(stack).start()

@@ -22,12 +22,9 @@ from pathlib import Path
 import psutil
 from jupyter_client.manager import KernelManager
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import bench_stack, free_ports  # noqa: E402
-
-from cdc_kit.config import settings_env  # noqa: E402
-from cdc_kit.stack import Stack  # noqa: E402
+from cdc_kit.config import settings_env
+from cdc_kit.services.process import free_ports
+from cdc_kit.stack import Stack, scratch_stack
 
 MB = 2**20
 
@@ -119,7 +116,7 @@ def start_lab(env: dict[str, str], home: Path) -> subprocess.Popen:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     results: dict[str, dict[str, list[float]]] = {}
-    with bench_stack() as stack:
+    with scratch_stack() as stack:
         env = settings_env(stack.settings)
         time.sleep(3)  # let every service settle into idle
         idle = snapshot(stack_parts(stack))

@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import PeakMemory, free_ports  # noqa: E402
+from common import PeakMemory  # noqa: E402
+
+from cdc_kit.services.process import free_ports  # noqa: E402
 
 CUSTOMER_DDL = """
 CREATE TABLE IF NOT EXISTS local.customer (
