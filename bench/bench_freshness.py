@@ -1,7 +1,7 @@
 """End-to-end freshness: a commit in PostgreSQL -> the row visible in ClickHouse.
 
 At each target rate (changes per second) a writer inserts customers one transaction at a
-time and notes each commit time; a watcher polls `max(id)` in ClickHouse every 2 ms and
+time and notes each commit time; a watcher polls `max(id)` in ClickHouse FINAL every 2 ms and
 notes when each id became visible. Capture runs as the stack's service and the router in a
 thread of this process, as in a notebook. Prints p50/p95/p99 per rate and saves a plot.
 
@@ -12,59 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentiles  # noqa: E402
+from common import measure_freshness, percentiles  # noqa: E402
 
 from cdc_kit import oltp  # noqa: E402
 from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.stack import Stack, scratch_stack  # noqa: E402
-
-INSERT = (
-    'INSERT INTO customer (id, email, name, country, city, "createdAt") '
-    "VALUES (%s, %s, 'Fresh', 'NL', 'Ede', now())"
-)
-
-
-def measure_rate(stack: Stack, rate: int, seconds: float, first_id: int) -> list[float]:
-    """Latencies (ms) of `rate * seconds` single-row transactions at a steady rate."""
-    count = int(rate * seconds)
-    committed: dict[int, float] = {}
-    visible: dict[int, float] = {}
-    done = threading.Event()
-
-    def watch() -> None:
-        ch = stack.clickhouse()
-        seen = first_id - 1
-        while not done.is_set() or seen < first_id + count - 1:
-            newest = ch.query("SELECT max(id) FROM local.customer").result_rows[0][0] or 0
-            now = time.perf_counter()
-            for row_id in range(seen + 1, newest + 1):
-                visible[row_id] = now
-            seen = max(seen, newest)
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    conn = stack.pg_connection()
-    began = time.perf_counter()
-    with conn.cursor() as cur:
-        for n in range(count):
-            row_id = first_id + n
-            pause = began + n / rate - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            cur.execute(INSERT, (row_id, f"f{row_id}@example.com"))
-            conn.commit()
-            committed[row_id] = time.perf_counter()
-    conn.close()
-    done.set()
-    watcher.join(timeout=60)
-    return [(visible[i] - committed[i]) * 1000 for i in committed if i in visible]
+from cdc_kit.stack import scratch_stack  # noqa: E402
 
 
 def plot(results: dict[int, dict[str, float]], path: Path) -> None:
@@ -101,10 +57,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         router = Router(stack)
         router.connect()  # creates the tables: the watcher queries them from the first moment
         router.start()
-        measure_rate(stack, 20, 1.0, 900_000)  # warm-up (connections, first fetches): discarded
+        measure_freshness(stack, 20, 1.0, 900_000)  # warm-up (connections, fetches): discarded
         next_id = 1_000_000
         for rate in args.rates:
-            latencies = measure_rate(stack, rate, args.seconds, next_id)
+            latencies = measure_freshness(stack, rate, args.seconds, next_id)
             next_id += len(latencies) + 10 * rate
             results[rate] = {**percentiles(latencies), "n": len(latencies)}
             print(

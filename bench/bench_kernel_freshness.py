@@ -19,15 +19,13 @@ import argparse
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentiles  # noqa: E402
+from common import measure_freshness, percentiles  # noqa: E402
 from jupyter_client.manager import start_new_kernel  # noqa: E402
 
 from cdc_kit import oltp  # noqa: E402
@@ -35,10 +33,6 @@ from cdc_kit.config import settings_env  # noqa: E402
 from cdc_kit.router import Router  # noqa: E402
 from cdc_kit.stack import Stack, scratch_stack  # noqa: E402
 
-INSERT = (
-    'INSERT INTO customer (id, email, name, country, city, "createdAt") '
-    "VALUES (%s, %s, 'Fresh', 'NL', 'Ede', now())"
-)
 KERNEL_START = """
 from cdc_kit.router import Router
 from cdc_kit.stack import get_stack
@@ -46,48 +40,6 @@ router = Router(get_stack())
 router.connect()
 router.start()
 """
-
-
-def measure(stack: Stack, rate: int, seconds: float, first_id: int) -> list[float]:
-    """Latencies (ms) of `rate * seconds` single-row transactions, commit -> visible (FINAL)."""
-    count = int(rate * seconds)
-    committed: dict[int, float] = {}
-    visible: dict[int, float] = {}
-    done = threading.Event()
-
-    def watch() -> None:
-        ch = stack.clickhouse()
-        seen = first_id - 1
-        deadline = None
-        while seen < first_id + count - 1:
-            newest = ch.query("SELECT max(id) FROM local.customer FINAL").result_rows[0][0] or 0
-            now = time.perf_counter()
-            for row_id in range(max(seen + 1, first_id), newest + 1):
-                visible[row_id] = now
-            seen = max(seen, newest)
-            if done.is_set():
-                deadline = deadline or now + 30  # a router that stalls must not hang the bench
-                if now > deadline:
-                    break
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    conn = stack.pg_connection()
-    began = time.perf_counter()
-    with conn.cursor() as cur:
-        for n in range(count):
-            row_id = first_id + n
-            pause = began + n / rate - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            cur.execute(INSERT, (row_id, f"k{row_id}@example.com"))
-            conn.commit()
-            committed[row_id] = time.perf_counter()
-    conn.close()
-    done.set()
-    watcher.join(timeout=60)
-    return [(visible[i] - committed[i]) * 1000 for i in committed if i in visible]
 
 
 @contextmanager
@@ -128,10 +80,10 @@ def run_path(
 ) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     with path(stack):
-        measure(stack, 20, 1.0, first_id)  # warm-up (the router's first fetch): discarded
+        measure_freshness(stack, 20, 1.0, first_id)  # warm-up (the router's first fetch): discarded
         next_id = first_id + 1000
         for rate in rates:
-            latencies = measure(stack, rate, seconds, next_id)
+            latencies = measure_freshness(stack, rate, seconds, next_id)
             next_id += int(rate * seconds) + 1000
             summary = {**percentiles(latencies), "n": len(latencies)}
             results[str(rate)] = summary

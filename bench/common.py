@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import statistics
 import threading
+import time
+from typing import Any
 
 import psutil
 
@@ -59,3 +61,55 @@ def percentiles(values: list[float]) -> dict[str, float]:
         "p99": pick(0.99),
         "max": ordered[-1],
     }
+
+
+INSERT = (
+    'INSERT INTO customer (id, email, name, country, city, "createdAt") '
+    "VALUES (%s, %s, 'Fresh', 'NL', 'Ede', now())"
+)
+
+
+def measure_freshness(stack: Any, rate: int, seconds: float, first_id: int) -> list[float]:
+    """Latencies (ms) of `rate * seconds` single-row transactions, commit -> visible (FINAL).
+
+    A writer inserts customers one transaction at a time at a steady rate and notes each
+    commit time; a watcher polls `max(id)` in ClickHouse FINAL every 2 ms.
+    """
+    count = int(rate * seconds)
+    committed: dict[int, float] = {}
+    visible: dict[int, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        ch = stack.clickhouse()
+        seen = first_id - 1
+        deadline = None
+        while seen < first_id + count - 1:
+            newest = ch.query("SELECT max(id) FROM local.customer FINAL").result_rows[0][0] or 0
+            now = time.perf_counter()
+            for row_id in range(max(seen + 1, first_id), newest + 1):
+                visible[row_id] = now
+            seen = max(seen, newest)
+            if done.is_set():
+                deadline = deadline or now + 30  # a router that stalls must not hang the bench
+                if now > deadline:
+                    break
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    conn = stack.pg_connection()
+    began = time.perf_counter()
+    with conn.cursor() as cur:
+        for n in range(count):
+            row_id = first_id + n
+            pause = began + n / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            cur.execute(INSERT, (row_id, f"k{row_id}@example.com"))
+            conn.commit()
+            committed[row_id] = time.perf_counter()
+    conn.close()
+    done.set()
+    watcher.join(timeout=60)
+    return [(visible[i] - committed[i]) * 1000 for i in committed if i in visible]

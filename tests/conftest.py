@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from cdc_kit import olap
+from cdc_kit import olap, oltp
+from cdc_kit.checks import CheckFailed
 from cdc_kit.config import Settings
 from cdc_kit.router import Router
 from cdc_kit.services.broker import create_topics
@@ -135,6 +136,24 @@ def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
     yield isolated_stack, router
     router.close()
     stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+
+
+# ---- the lessons' self-checks ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lab(stack: Stack) -> Iterator[Stack]:
+    """The session stack with the lesson tables and their sample rows."""
+    oltp.create_all(stack.pg_engine())
+    oltp.load_sample_data(stack.pg_engine(), progress=False)
+    yield stack
+
+
+def fails(check: object, *args: object, says: str) -> CheckFailed:
+    """Run a self-check that must fail; its message says `says` and it has a hint."""
+    with pytest.raises(CheckFailed) as failure:
+        check(*args)  # type: ignore[operator]
+    assert says in str(failure.value), str(failure.value)
+    assert failure.value.hint, "a failed check must say what to try"
+    return failure.value
 
 
 def drop_slot_and_publication(pg: Any, settings: Any) -> None:

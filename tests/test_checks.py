@@ -16,20 +16,13 @@ from sqlalchemy import text
 from sqlmodel import Field, SQLModel
 
 from cdc_kit import oltp, replication
-from cdc_kit.checks import CheckFailed, lesson00, lesson01, lesson02, lesson03, lesson04, lesson05
+from cdc_kit.checks import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05
 from cdc_kit.checks.common import topic_events, wait_for
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.olap import CdcFields, CdcOlapModelBase, create_table_sql
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
-
-
-@pytest.fixture(scope="module")
-def lab(stack: Stack) -> Iterator[Stack]:
-    """The session stack with the lesson tables and their sample rows."""
-    oltp.create_all(stack.pg_engine())
-    oltp.load_sample_data(stack.pg_engine(), progress=False)
-    yield stack
+from tests.conftest import fails
 
 
 @pytest.fixture()
@@ -53,14 +46,6 @@ def new_product(stack: Stack, price: str = "10.00") -> int:
         name=f"check {uuid.uuid4().hex[:6]}",
         price=price,
     )
-
-
-def fails(check: object, *args: object, says: str) -> CheckFailed:
-    with pytest.raises(CheckFailed) as failure:
-        check(*args)  # type: ignore[operator]
-    assert says in str(failure.value), str(failure.value)
-    assert failure.value.hint, "a failed check must say what to try"
-    return failure.value
 
 
 # ---- lesson 00: the event of a fresh customer --------------------------------------------------

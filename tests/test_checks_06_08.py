@@ -3,7 +3,6 @@ placeholder and the typical wrong answers fail, each with a message that says wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
@@ -13,19 +12,12 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from cdc_kit import olap, oltp
-from cdc_kit.checks import CheckFailed, lesson06, lesson07, lesson08
+from cdc_kit import olap
+from cdc_kit.checks import lesson06, lesson07, lesson08
 from cdc_kit.olap import CdcFields, CdcOlapModelBase
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
-
-
-@pytest.fixture(scope="module")
-def lab(stack: Stack) -> Iterator[Stack]:
-    """The session stack with the lesson tables and their sample rows."""
-    oltp.create_all(stack.pg_engine())
-    oltp.load_sample_data(stack.pg_engine(), progress=False)
-    yield stack
+from tests.conftest import fails
 
 
 def run(stack: Stack, sql: str, **params: object) -> list[tuple]:
@@ -33,14 +25,6 @@ def run(stack: Stack, sql: str, **params: object) -> list[tuple]:
     with stack.pg_engine().begin() as db:
         result = db.execute(text(sql), params)
         return [tuple(row) for row in result] if result.returns_rows else []
-
-
-def fails(check: object, *args: object, says: str) -> CheckFailed:
-    with pytest.raises(CheckFailed) as failure:
-        check(*args)  # type: ignore[operator]
-    assert says in str(failure.value), str(failure.value)
-    assert failure.value.hint, "a failed check must say what to try"
-    return failure.value
 
 
 def fresh_table(stack: Stack, name: str, ddl: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from kafka import TopicPartition
 from pydantic import Field
 
-from cdc_kit import olap
+from cdc_kit import olap, warehouse
 from cdc_kit.config import settings_env
 from cdc_kit.errors import CdcKitError
 from cdc_kit.router import Router
@@ -488,3 +488,48 @@ def test_rows_wait_while_a_column_type_differs_and_flow_once_it_is_altered(isola
     assert router.replay_dead_letters().routed == 1
     rows = ch.query(f"SELECT id, cost FROM `{db}`.parcel FINAL").result_rows
     assert rows == [(1, Decimal("12345.67"))]
+
+
+def test_a_column_is_added_at_the_first_event_and_a_dropped_one_is_kept(isolated) -> None:
+    """No register() call: the model of the table changes in the registry (a service restarted
+    with new code); the first event of the new model extends the table. A column the source
+    dropped parks events at validate until the model follows; ClickHouse keeps the column."""
+    stack, router = isolated
+
+    class Crate(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "crate"
+        id: Annotated[int, "uint64"]
+        label: str
+
+    olap.register(Crate, registry=router.registry)
+    send(stack, [event("crate", "insert", "0/10", {"id": 1, "label": "old"})])
+    drain(router, 1)
+
+    class CrateWithSize(Crate):
+        size: int | None
+
+    olap.register(CrateWithSize, registry=router.registry)  # the router is not told
+    send(stack, [event("crate", "insert", "0/20", {"id": 2, "label": "new", "size": 3})])
+    assert drain(router, 2)["dead_lettered"] == 0
+    db = stack.settings.clickhouse_database
+    ch = stack.clickhouse()
+    rows = ch.query(f"SELECT id, label, size FROM `{db}`.crate FINAL ORDER BY id").result_rows
+    assert rows == [(1, "old", None), (2, "new", 3)]
+
+    # The source drops `label`: its events lack it and wait, with the reason.
+    send(stack, [event("crate", "insert", "0/30", {"id": 3, "size": 4})])
+    stats = drain(router, 3)
+    assert stats["dead_by_stage"] == {"validate": 1}
+    assert "label" in router.dead_letters()[0]["error"]
+
+    class CrateWithoutLabel(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "crate"
+        id: Annotated[int, "uint64"]
+        size: int | None
+
+    router.register(CrateWithoutLabel)
+    assert router.replay_dead_letters().routed == 1
+    change = warehouse.sync_table(ch, CrateWithoutLabel, db)
+    assert change.not_in_model == ["label"]  # kept: old rows keep their labels
+    rows = ch.query(f"SELECT id, label, size FROM `{db}`.crate FINAL ORDER BY id").result_rows
+    assert rows == [(1, "old", None), (2, "new", 3), (3, "", 4)]
