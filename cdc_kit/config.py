@@ -136,8 +136,15 @@ class Settings(BaseSettings):
         return self
 
     def reloaded(self) -> Settings:
-        """The same explicit settings, derived again (e.g. after `up` wrote the lab file)."""
-        return type(self)(**{name: getattr(self, name) for name in self._explicit})
+        """The same settings with what is derived made again (after `up` wrote the lab file):
+        the lab's ports and credentials, and the DSN and bootstrap built from them."""
+        derived = {*LAB_PORTS, *LAB_CREDENTIALS, "pg_dsn", "kafka_bootstrap", "confirm_after"}
+        kept = {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name in self._explicit or name not in derived
+        }
+        return type(self)(**kept)
 
     @property
     def pg_sqlalchemy_url(self) -> str:
