@@ -12,29 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
-from nbclient import NotebookClient
-
 from cdc_kit.config import settings_env
-from cdc_kit.solutions import solve
+from cdc_kit.solutions import run_notebook, solve
 from cdc_kit.stack import scratch_stack
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb"))
 
 
-def run_notebook(path: Path, env: dict[str, str]) -> float:
-    notebook = solve(path)  # the instructor's copy: a learner's stops at its self-checks
-    client = NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    began = time.perf_counter()
-    client.execute(env=env)
-    return time.perf_counter() - began
+def run_solved(path: Path, env: dict[str, str]) -> float:
+    """Seconds for the instructor's copy (a learner's stops at its self-checks)."""
+    return run_notebook(solve(path), env, timeout=600)
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
@@ -44,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         env = {**os.environ, **settings_env(stack.settings)}
         for _ in range(2):
             for path in NOTEBOOKS:
-                timings[path.stem].append(run_notebook(path, env))
+                timings[path.stem].append(run_solved(path, env))
     print("lesson run time, seconds (fresh stack, then again)")
     for name, (fresh, again) in timings.items():
         print(f"  {name:<36} {fresh:6.1f}  {again:6.1f}")

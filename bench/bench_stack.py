@@ -15,26 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 from cdc_kit.config import Settings  # noqa: E402
+from cdc_kit.doctor import rss  # noqa: E402
 from cdc_kit.services.process import free_ports  # noqa: E402
 from cdc_kit.stack import Stack  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (PostgreSQL forks helpers)."""
-    proc = psutil.Process(pid)
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
 
 
 def one_run() -> dict[str, float]:
@@ -56,7 +43,7 @@ def one_run() -> dict[str, float]:
         result = {"cold_up_s": cold, "second_up_s": warm}
         for status in stack.status():
             if status.pid:
-                result[f"rss_{status.name}_mb"] = rss_mb(status.pid)
+                result[f"rss_{status.name}_mb"] = rss(status.pid) / 2**20
         return result
     finally:
         stack.down()

@@ -45,10 +45,6 @@ class OutgoingEvent:
     value: dict[str, Any]
     end_lsn: int = 0
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return self.value["metadata"]
-
     def encode(self) -> bytes:
         return encode_json(self.value)
 

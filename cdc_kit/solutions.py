@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from pathlib import Path
 
 import nbformat
@@ -81,6 +82,30 @@ def solve(notebook_path: Path, solutions_dir: Path = SOLUTIONS) -> nbformat.Note
     for cell in exercises:
         cell.source = blocks[cell.id].rstrip("\n")
     return notebook
+
+
+def run_notebook(
+    notebook: nbformat.NotebookNode,
+    env: dict[str, str] | None = None,
+    allow_errors: bool = False,
+    timeout: int = 300,
+) -> float:
+    """Run a notebook top to bottom in a fresh kernel, working in notebooks/; its seconds.
+
+    The outputs land in `notebook` (tests read them; benchmarks time the run).
+    """
+    from nbclient import NotebookClient
+
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    began = time.monotonic()
+    client.execute(**({"env": env} if env is not None else {}))
+    return time.monotonic() - began
 
 
 def write_solved(

@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nbclient import NotebookClient
 
 from cdc_kit.config import DEFAULT_PORTS, read_lab
 from cdc_kit.services.process import port_is_free
-from cdc_kit.solutions import solve
+from cdc_kit.solutions import run_notebook, solve
 from tests.conftest import REPO, run_cli
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
@@ -108,13 +107,7 @@ def docker_env() -> Iterator[dict[str, str]]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_lesson_runs_in_docker_mode(path: Path, docker_env: dict[str, str]) -> None:
     notebook = solve(path)  # the instructor's copy: a learner's fails in its self-checks
-    client = NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    client.execute(env=docker_env)
+    run_notebook(notebook, docker_env)
     outputs = "".join(
         str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
         for cell in notebook.cells

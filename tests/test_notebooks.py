@@ -16,15 +16,13 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from cdc_kit.errors import CdcKitError
-from cdc_kit.solutions import CHECK_TAG, EXERCISE_TAG, NOTEBOOKS, lesson_notebooks, write_solved
+from cdc_kit.solutions import CHECK_TAG, EXERCISE_TAG, lesson_notebooks, run_notebook, write_solved
 from cdc_kit.stack import Stack, ensure_running
 from tests.conftest import make_test_env, run_cli, settings_from
 
@@ -51,16 +49,7 @@ def execute(
 ) -> tuple[nbformat.NotebookNode, float]:
     """Run a notebook top to bottom in a fresh kernel (working folder: notebooks/)."""
     notebook = nbformat.read(path, as_version=4) if isinstance(path, Path) else path
-    client = NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        allow_errors=allow_errors,
-        resources={"metadata": {"path": str(NOTEBOOKS)}},
-    )
-    began = time.monotonic()
-    client.execute(**({"env": env} if env is not None else {}))
-    return notebook, time.monotonic() - began
+    return notebook, run_notebook(notebook, env, allow_errors)
 
 
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:

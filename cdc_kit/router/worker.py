@@ -419,42 +419,43 @@ class Router:
         "So far" is PostgreSQL's WAL position when the call starts. Done when the router has
         written up to it, or capture has confirmed it (nothing of ours was pending there).
         """
-        target = self._current_wal_lsn()
-        total = BatchResult()
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.step(timeout_ms=50)
-            total += result
-            if result.consumed == 0 and self._reached(target):
-                return total
-            if time.monotonic() > deadline:
-                raise CdcKitError(
-                    f"not caught up with PostgreSQL ({lsn_to_str(target)}) after {timeout:.0f} s: "
-                    f"is capture running (`python -m cdc_kit status`)? routed so far: {total}"
-                )
+        conn = clients.pg_connection(self.settings)  # one connection for the whole wait
+        conn.autocommit = True
+        try:
+            target = int(self._pg_scalar(conn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+            total = BatchResult()
+            deadline = time.monotonic() + timeout
+            while True:
+                result = self.step(timeout_ms=50)
+                total += result
+                if result.consumed == 0 and self._reached(conn, target):
+                    return total
+                if time.monotonic() > deadline:
+                    raise CdcKitError(
+                        f"not caught up with PostgreSQL ({lsn_to_str(target)}) after "
+                        f"{timeout:.0f} s: is capture running (`python -m cdc_kit status`)? "
+                        f"routed so far: {total}"
+                    )
+        finally:
+            conn.close()
 
-    def _current_wal_lsn(self) -> int:
-        return int(self._pg_scalar("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn") or 0)
-
-    def _reached(self, target: int) -> bool:
+    def _reached(self, conn: Any, target: int) -> bool:
         if self._progress_lsn >= target:
             return True
         confirmed = self._pg_scalar(
+            conn,
             "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
             "WHERE slot_name = %s",
             (self.settings.slot_name,),
         )
         return confirmed is not None and int(confirmed) >= target
 
-    def _pg_scalar(self, query: str, params: tuple = ()) -> Any:
-        conn = clients.pg_connection(self.settings)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(query, params)
-                row = cur.fetchone()
-            return row[0] if row else None
-        finally:
-            conn.close()
+    @staticmethod
+    def _pg_scalar(conn: Any, query: str, params: tuple = ()) -> Any:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            row = cur.fetchone()
+        return row[0] if row else None
 
     # ---- dead letters -------------------------------------------------------------------
     def dead_letters(self, include_replayed: bool = False) -> list[dict[str, Any]]:
