@@ -233,10 +233,18 @@ def load_sample_data(engine: Any, scale: int = 1, progress: bool = True) -> dict
             db.add_all(objects)
             db.flush()
             loaded[name] = len(objects)
-        # Explicit ids were inserted: move those id sequences past them for later inserts.
-        quote = db.get_bind().dialect.identifier_preparer.quote
-        for name in (name for name, count in loaded.items() if count):
-            table = quote(name)  # "order" is a reserved word
-            sql = f"SELECT setval(pg_get_serial_sequence(:t, 'id'), (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"  # noqa: S608, E501 - quoted identifier
-            db.exec(text(sql).bindparams(t=table))
+        advance_id_sequences(db.connection(), [name for name, count in loaded.items() if count])
     return loaded
+
+
+def advance_id_sequences(conn: Any, tables: list[str] | None = None) -> None:
+    """Move each table's id sequence past its largest id, after rows with explicit ids.
+
+    Without it the next insert that takes its id from the sequence collides with them.
+    `conn`: a SQLAlchemy connection (in a session: `session.connection()`).
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    for name in TABLES if tables is None else tables:
+        table = quote(name)  # "order" is a reserved word
+        sql = f"SELECT setval(pg_get_serial_sequence(:t, 'id'), (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"  # noqa: S608, E501 - quoted identifier
+        conn.execute(text(sql).bindparams(t=table))

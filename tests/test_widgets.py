@@ -217,7 +217,7 @@ def test_panel_bulk_fills_the_progress_bar(lab: ChangeLab, router: Router) -> No
     panel = LabPanel(lab, router)
     panel.bulk_count.value = 12
     panel.bulk_button.click()
-    assert (panel.progress.value, panel.progress.max) == (12, 12)
+    assert (panel.progress.value, panel.progress.max) == (12, 12), panel.status.value
     assert "12 changes" in panel.status.value
     lab.wait_visible()
     panel.close(release_router=False)

@@ -38,6 +38,10 @@ class Workload:
             if between is not None:
                 between(n)
             self._refresh()
+        # The workload chose its own ids: later inserts that take theirs from the sequences
+        # (lessons, the widget lab) on the shared tables must not collide with them.
+        with self.engine.begin() as conn:
+            oltp.advance_id_sequences(conn)
 
     def _refresh(self) -> None:
         """Cascading deletes remove children too: re-read which ids survive (cheap here)."""
