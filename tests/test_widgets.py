@@ -65,6 +65,24 @@ def test_final_shows_the_newest_of_the_stored_versions(lab: ChangeLab) -> None:
     assert final["lsn"].iloc[0] == versions["lsn"].max()
 
 
+def test_a_random_update_always_changes_the_row(lab: ChangeLab) -> None:
+    """An update that keeps every value sends no UPDATE: no event, and waiting for it timed out
+    (a price factor of 1.00 did that once in CI). A random update must change something."""
+    for price, factor in (("24.50", 100), ("0.01", 80)):  # the same price, or rounded back to it
+        product = lab.insert("product", price=price)
+        lab.rng.randint = lambda low, high, factor=factor: factor  # type: ignore[method-assign]
+        change = lab.update("product", product.id)
+        assert lab.pg_row("product", product.id)["price"].iloc[0] != Decimal(price)
+        lab.wait_visible(change, timeout=5)
+
+
+def test_an_update_that_changes_nothing_is_refused(lab: ChangeLab) -> None:
+    product = lab.insert("product", price="9.99")
+    with pytest.raises(CdcKitError, match=rf"product {product.id} already has price=9.99: nothing"):
+        lab.update("product", product.id, price="9.99")
+    assert len(lab.changes) == 1
+
+
 def test_a_delete_hides_the_row_in_final_and_leaves_a_tombstone(lab: ChangeLab) -> None:
     customer = lab.insert("customer")
     lab.wait_visible(customer)

@@ -136,6 +136,10 @@ class ChangeLab:
             checked = self._validated(table, {**row.model_dump(), **changes})
             for column in changes:
                 setattr(row, column, getattr(checked, column))
+            if not db.is_modified(row):
+                # SQLAlchemy sends no UPDATE for equal values: no WAL, no event, nothing to see.
+                same = ", ".join(f"{column}={getattr(row, column)}" for column in changes)
+                raise CdcKitError(f"{table} {id} already has {same}: nothing to update")
             return id
 
         return self._commit(table, "update", write)
@@ -381,8 +385,10 @@ class ChangeLab:
             return {"country": country, "city": city}
         if table == "product":
             factor = Decimal(rng.randint(80, 120)) / 100
-            price = (Decimal(row.price) * factor).quantize(_CENT, ROUND_HALF_UP)
-            return {"price": max(_CENT, price)}
+            price = max(_CENT, (Decimal(row.price) * factor).quantize(_CENT, ROUND_HALF_UP))
+            if price == Decimal(row.price):  # a factor of 1.00, or a price of a cent or so
+                price += _CENT
+            return {"price": price}
         if table == "order":
             statuses = oltp.ORDER_STATUSES
             following = statuses[(statuses.index(row.status) + 1) % len(statuses)]
