@@ -32,7 +32,7 @@ def recent_events(
                 break
             for records in batch.values():
                 for record in records:
-                    row = _row(record)
+                    row = event_row(record)
                     if table is None or row["table"] == table:
                         newest.append(row)
     finally:
@@ -42,7 +42,8 @@ def recent_events(
     )
 
 
-def _row(record: Any) -> dict[str, Any]:
+def event_row(record: Any) -> dict[str, Any]:
+    """One topic record as a row: offset, key, metadata, payload (raw bytes if not an event)."""
     try:
         event = json.loads(record.value)
         metadata = event.get("metadata", {})

@@ -169,6 +169,20 @@ def stored_values(
     return dict(zip(columns, result.result_rows[0], strict=True))
 
 
+def row_versions(
+    client: Any, database: str, table: str, id: int, columns: list[str], final: bool = False
+) -> Any:
+    """The stored versions of one row (with FINAL: what a correct query sees), oldest first:
+    `columns`, then is_deleted and lsn, as a DataFrame."""
+    selected = ", ".join(quote_identifier(c) for c in [*columns, "is_deleted", "lsn"])
+    source = f"{quote_identifier(database)}.{quote_identifier(table)}"
+    return client.query_df(
+        f"SELECT {selected} FROM {source} {'FINAL' if final else ''} "  # noqa: S608 - quoted identifiers, bound value
+        "WHERE id = {id:UInt64} ORDER BY lsn",
+        parameters={"id": int(id)},
+    )
+
+
 def insert_tombstones(
     client: Any, database: str, model: type[olap.CdcOlapModelBase], lsn: int
 ) -> None:

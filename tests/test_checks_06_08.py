@@ -73,7 +73,7 @@ def test_lesson06_refunds_arrive_once_registered_with_the_router_and_replayed(
         )
         ids = [row[0] for row in rows]
         router.catch_up()
-        assert len(lesson06.parked_refunds(lab, ids)) == 3, "unregistered refunds are parked"
+        assert len(lesson06.parked_refunds(router, ids)) == 3, "unregistered refunds are parked"
 
         fails(lesson06.check_refunds_routed, lab, router, None, ids, says="placeholder")
         olap.register(RefundOlap, {})  # registered somewhere, but not with this router

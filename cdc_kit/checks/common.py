@@ -82,14 +82,3 @@ def topic_events(stack: Any, table: str) -> pd.DataFrame:
     """Every event of `table` on the change topic, oldest first (the topic is the real state)."""
     return recent_events(stack, limit=1_000_000, table=table)
 
-
-def clickhouse_versions(ch: Any, table: str, key: int, columns: list[str]) -> pd.DataFrame:
-    """Every stored version of one row (no FINAL), oldest first."""
-    from clickhouse_connect.driver.binding import quote_identifier
-
-    selected = ", ".join(quote_identifier(c) for c in [*columns, "is_deleted", "lsn"])
-    return ch.query_df(
-        f"SELECT {selected} FROM {quote_identifier(table)} "  # noqa: S608 - quoted identifiers
-        "WHERE id = {key:UInt64} ORDER BY lsn",
-        parameters={"key": key},
-    )

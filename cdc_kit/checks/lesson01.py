@@ -11,11 +11,11 @@ from cdc_kit.checks.common import (
     CheckFailed,
     as_lsn_int,
     both_forms,
-    clickhouse_versions,
     passed,
     require_answer,
 )
 from cdc_kit.lsn import lsn_to_str
+from cdc_kit.warehouse import row_versions
 
 FINAL_HINT = (
     "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64} "
@@ -60,7 +60,8 @@ def check_price(
             "router.catch_up() writes what PostgreSQL committed into ClickHouse",
         )
     final_lsn = final[0][1]
-    versions = clickhouse_versions(ch, "product", product_id, ["price"])
+    database = stack.settings.clickhouse_database
+    versions = row_versions(ch, database, "product", product_id, ["price"])
     price = _decimal(clickhouse_price, "clickhouse_price")
     lsn = as_lsn_int(clickhouse_lsn, "clickhouse_lsn")
     older = versions[versions["lsn"] < final_lsn]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from cdc_kit.checks.common import CheckFailed, passed, require_answer
-from cdc_kit.olap import CdcFields, CdcOlapModelBase, describe
+from cdc_kit.olap import CdcFields, CdcOlapModelBase, column_types
+from cdc_kit.warehouse import table_columns
 
 #: The columns the exercise asks for, with the ClickHouse type each must get.
 EXPECTED = {
@@ -55,13 +56,7 @@ def check_review_table(stack: Any, model: Any) -> None:
             "ReplacingMergeTree ordered by the primary key (id)",
             "drop it (ch.command('DROP TABLE review')) and create it with " + CREATE_HINT,
         )
-    columns = dict(
-        ch.query(
-            "SELECT name, type FROM system.columns WHERE database = {db:String} "
-            "AND table = 'review'",
-            parameters={"db": database},
-        ).result_rows
-    )
+    columns = table_columns(ch, database, "review")
     for name, (wanted, hint) in EXPECTED.items():
         found = columns.get(name)
         if found != wanted:
@@ -70,9 +65,7 @@ def check_review_table(stack: Any, model: Any) -> None:
                 f"ClickHouse column `{name}` {what}, not {wanted}",
                 f"{hint}; then DROP TABLE review and create it again from the model",
             )
-    described = describe(model)
-    model_types = dict(zip(described["column"], described["ClickHouse"], strict=True))
-    if model_types != columns:
+    if column_types(model) != columns:
         raise CheckFailed(
             "the ClickHouse table `review` was not made from this ReviewOlap (the columns differ)",
             "re-run the exercise cell: it must create the table from the model with " + CREATE_HINT,

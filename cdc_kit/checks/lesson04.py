@@ -10,11 +10,11 @@ from cdc_kit.checks.common import (
     CheckFailed,
     as_lsn_int,
     both_forms,
-    clickhouse_versions,
     passed,
     require_answer,
 )
 from cdc_kit.lsn import lsn_to_str
+from cdc_kit.warehouse import row_versions
 
 TOMBSTONE_HINT = (
     "SELECT lsn FROM product WHERE id = {id:UInt64} AND is_deleted = 1 "
@@ -39,7 +39,8 @@ def check_tombstone(stack: Any, product_id: int, tombstone_lsn: Any) -> None:
             f"product {product_id} still exists in PostgreSQL",
             "DELETE FROM product WHERE id = :id inside `with engine.begin() as db:`",
         )
-    versions = clickhouse_versions(stack.clickhouse(), "product", product_id, ["name"])
+    database = stack.settings.clickhouse_database
+    versions = row_versions(stack.clickhouse(), database, "product", product_id, ["name"])
     tombstones = versions[versions["is_deleted"] == 1]
     if tombstones.empty:
         raise CheckFailed(

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from cdc_kit import olap
 from cdc_kit.checks.common import CheckFailed, passed, require_answer
-from cdc_kit.router.dead_letters import DEAD_LETTER_TABLE
+from cdc_kit.warehouse import table_columns
 
 TABLE = "refund"
 MODEL_HINT = (
@@ -22,30 +22,21 @@ REGISTER_HINT = "router.register(RefundOlap): the router looks tables up in its 
 REPLAY_HINT = "router.replay_dead_letters() routes the parked refunds again, now with a model"
 
 
-def parked_refunds(stack: Any, refund_ids: list[int]) -> list[tuple[str, str, str]]:
-    """(key, stage, reason) of this run's refunds that are parked and not replayed."""
-    database = stack.settings.clickhouse_database
-    table = f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
-    return stack.clickhouse().query(
-        f"SELECT `key`, `stage`, `error` FROM {table} FINAL "  # noqa: S608 - quoted identifiers
-        "WHERE `group` = {group:String} AND `replayed` = 0 AND `key` IN {keys:Array(String)} "
-        "ORDER BY `offset`",
-        parameters={
-            "keys": [f"{TABLE}:{refund_id}" for refund_id in refund_ids],
-            "group": stack.settings.router_group,
-        },
-    ).result_rows
+def parked_refunds(router: Any, refund_ids: list[int]) -> list[tuple[str, str, str]]:
+    """(key, stage, reason) of this run's refunds that the router parked and did not replay."""
+    keys = {f"{TABLE}:{refund_id}" for refund_id in refund_ids}
+    return [
+        (letter["key"], letter["stage"], letter["error"])
+        for letter in router.dead_letters()
+        if letter["key"] in keys
+    ]
 
 
 def _clickhouse_refunds(stack: Any, refund_ids: list[int]) -> dict[int, tuple] | None:
     """id -> (paymentId, amount, reason) in ClickHouse FINAL; None if there is no table."""
     database = stack.settings.clickhouse_database
     ch = stack.clickhouse()
-    exists = ch.query(
-        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-        parameters={"db": database, "t": TABLE},
-    ).result_rows[0][0]
-    if not exists:
+    if not table_columns(ch, database, TABLE):
         return None
     rows = ch.query(
         f"SELECT id, paymentId, amount, reason FROM {quote_identifier(database)}."  # noqa: S608
@@ -92,7 +83,7 @@ def check_refunds_routed(stack: Any, router: Any, model: Any, refund_ids: list[i
             "earlier), not this RefundOlap",
             "run the exercise cell again: it defines RefundOlap and registers that class",
         )
-    parked = parked_refunds(stack, refund_ids)
+    parked = parked_refunds(router, refund_ids)
     if parked:
         stages = sorted({stage for _, stage, _ in parked})
         _, stage, reason = parked[-1]

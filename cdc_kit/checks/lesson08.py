@@ -18,21 +18,11 @@ READ_HINT = (  # what the learner runs, shown as text
 )
 
 
-def _parked(stack: Any, freight_id: int) -> tuple[str, str] | None:
-    """(stage, reason) if the freight shipment's event is parked and not replayed."""
-    from clickhouse_connect.driver.binding import quote_identifier
-
-    from cdc_kit.router.dead_letters import DEAD_LETTER_TABLE
-
-    database = stack.settings.clickhouse_database
-    table = f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
-    rows = stack.clickhouse().query(
-        f"SELECT `stage`, `error` FROM {table} FINAL "  # noqa: S608 - quoted identifiers
-        "WHERE `group` = {group:String} AND `replayed` = 0 AND `key` = {key:String} "
-        "ORDER BY `offset` DESC LIMIT 1",
-        parameters={"key": f"{TABLE}:{freight_id}", "group": stack.settings.router_group},
-    ).result_rows
-    return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+def _parked(router: Any, freight_id: int) -> tuple[str, str] | None:
+    """(stage, reason) if the router parked the freight shipment's event and did not replay it."""
+    key = f"{TABLE}:{freight_id}"
+    letters = [letter for letter in router.dead_letters() if letter["key"] == key]
+    return (letters[-1]["stage"], letters[-1]["error"]) if letters else None
 
 
 def check_cost_column(
@@ -47,10 +37,9 @@ def check_cost_column(
     )
     model = router.registry.get(TABLE)
     model_type = olap.column_types(model)["cost"] if model is not None else None
-    column_type = table_columns(stack.clickhouse(), stack.settings.clickhouse_database, TABLE).get(
-        "cost"
-    )
-    parked = _parked(stack, freight_id)
+    ch = stack.clickhouse()
+    column_type = table_columns(ch, stack.settings.clickhouse_database, TABLE).get("cost")
+    parked = _parked(router, freight_id)
     if parked is not None:
         stage, reason = parked
         if model_type == "Decimal(6, 2)":
@@ -70,7 +59,6 @@ def check_cost_column(
             "five-digit cost fits by accident; over 21,474,836.47 it would be refused",
             f"change the column's type as a person would: {MODIFY}",
         )
-    ch = stack.clickhouse()
     rows = ch.query(
         f"SELECT cost FROM {TABLE} FINAL WHERE id = {{id:UInt64}}",  # noqa: S608 - a constant
         parameters={"id": freight_id},

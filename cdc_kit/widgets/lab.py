@@ -19,7 +19,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pandas as pd
-from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import ValidationError
 from sqlalchemy import func, select, text
@@ -29,6 +28,7 @@ from sqlmodel import Session, SQLModel
 from cdc_kit import olap, oltp
 from cdc_kit.errors import CdcKitError, first_line
 from cdc_kit.olap import describe_validation_error
+from cdc_kit.warehouse import row_versions
 
 #: Table -> the SQLModel class with its business rules (validates typed values).
 RULES: dict[str, type[SQLModel]] = {
@@ -397,18 +397,12 @@ class ChangeLab:
 
     def _ch_select(self, table: str, id: int, final: bool) -> pd.DataFrame:
         self._model(table)
-        columns = [*VIEW_COLUMNS[table], "is_deleted", "lsn"]
-        names = ", ".join(quote_identifier(c) for c in columns)
-        source = olap.table_name(olap.OLAP_MODELS[table], self.database)
-        query = (
-            f"SELECT {names} FROM {source} {'FINAL' if final else ''} "  # noqa: S608 - quoted identifiers, bound value
-            "WHERE id = {id:UInt64} ORDER BY lsn"
-        )
+        columns = VIEW_COLUMNS[table]
         try:
-            frame = self.ch.query_df(query, parameters={"id": int(id)})
+            frame = row_versions(self.ch, self.database, table, id, columns, final=final)
         except ClickHouseError:
             frame = pd.DataFrame()  # no table yet: the router makes it
-        return frame if len(frame) else pd.DataFrame(columns=columns)
+        return frame if len(frame) else pd.DataFrame(columns=[*columns, "is_deleted", "lsn"])
 
 
 def _typed(values: dict[str, Any]) -> dict[str, Any]:

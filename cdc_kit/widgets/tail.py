@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from cdc_kit.peek import event_row
+
 
 class TopicTail:
     """The newest events on the change topic, read incrementally (no consumer group).
@@ -30,7 +32,7 @@ class TopicTail:
             if not batch:
                 break
             for records in batch.values():
-                self.events.extend(_event_row(record) for record in records)
+                self.events.extend(_short_row(record) for record in records)
         rows = list(self.events)[-limit:]
         return pd.DataFrame(rows, columns=["offset", "table", "operation", "lsn", "payload"])
 
@@ -38,17 +40,9 @@ class TopicTail:
         self.consumer.close()
 
 
-def _event_row(record: Any) -> dict[str, Any]:
-    try:
-        event = json.loads(record.value)
-        metadata, payload = event.get("metadata", {}), event.get("payload")
-    except (ValueError, TypeError, AttributeError):
-        metadata, payload = {}, record.value
-    text_payload = json.dumps(payload, default=str)
-    return {
-        "offset": record.offset,
-        "table": metadata.get("table"),
-        "operation": metadata.get("operation"),
-        "lsn": metadata.get("lsn"),
-        "payload": text_payload if len(text_payload) <= 90 else text_payload[:87] + "...",
-    }
+def _short_row(record: Any) -> dict[str, Any]:
+    """A topic record as a row of the panel: its payload as JSON text, cut to 90 characters."""
+    row = event_row(record)
+    text = json.dumps(row.pop("payload"), default=str)
+    row.pop("key")
+    return {**row, "payload": text if len(text) <= 90 else text[:87] + "..."}
