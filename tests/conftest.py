@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from cdc_kit import olap, oltp
 from cdc_kit.checks import CheckFailed
@@ -145,6 +146,13 @@ def lab(stack: Stack) -> Iterator[Stack]:
     oltp.create_all(stack.pg_engine())
     oltp.load_sample_data(stack.pg_engine(), progress=False)
     yield stack
+
+
+def run_sql(stack: Stack, sql: str, **params: object) -> list[tuple]:
+    """One statement in its own transaction; the rows it returns, if any."""
+    with stack.pg_engine().begin() as db:
+        result = db.execute(text(sql), params)
+        return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def fails(check: object, *args: object, says: str) -> CheckFailed:

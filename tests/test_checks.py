@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Annotated, Union, get_args, get_origin
 
 import pytest
-from sqlalchemy import text
 from sqlmodel import Field, SQLModel
 
 from cdc_kit import oltp, replication
@@ -22,7 +21,7 @@ from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.olap import CdcFields, CdcOlapModelBase, create_table_sql
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
-from tests.conftest import fails
+from tests.conftest import fails, run_sql
 
 
 @pytest.fixture()
@@ -32,20 +31,13 @@ def router(lab: Stack) -> Iterator[Router]:
     routing.close()
 
 
-def run(sql: str, stack: Stack, **params: object) -> object:
-    """One statement in its own transaction; the first column of the first row, if any."""
-    with stack.pg_engine().begin() as db:
-        result = db.execute(text(sql), params)
-        return result.scalar_one() if result.returns_rows else None
-
-
 def new_product(stack: Stack, price: str = "10.00") -> int:
-    return run(  # type: ignore[return-value]
-        "INSERT INTO product (name, category, price) VALUES (:name, 'test', :price) RETURNING id",
+    return run_sql(
         stack,
+        "INSERT INTO product (name, category, price) VALUES (:name, 'test', :price) RETURNING id",
         name=f"check {uuid.uuid4().hex[:6]}",
         price=price,
-    )
+    )[0][0]
 
 
 # ---- lesson 00: the event of a fresh customer --------------------------------------------------
@@ -53,9 +45,10 @@ def test_lesson00_the_lsn_of_the_customers_insert_event(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name = f"Check Customer {uuid.uuid4().hex[:6]}"
-    run(
+    run_sql(
+        lab,
         "INSERT INTO customer (email, name, country, city) VALUES (:email, :name, 'GB', 'Leeds')",
-        lab, email=f"{uuid.uuid4().hex[:8]}@example.com", name=name,
+        email=f"{uuid.uuid4().hex[:8]}@example.com", name=name,
     )  # fmt: skip
 
     def my_event() -> dict | None:
@@ -74,7 +67,7 @@ def test_lesson00_the_lsn_of_the_customers_insert_event(
     others = topic_events(lab, "customer")
     other_lsn = others[others["payload"].map(lambda row: row.get("name") != name)].iloc[-1]["lsn"]
     fails(lesson00.check_event_lsn, lab, name, other_lsn, says="another event")
-    current = run("SELECT pg_current_wal_lsn()::text", lab)
+    current = run_sql(lab, "SELECT pg_current_wal_lsn()::text")[0][0]
     fails(lesson00.check_event_lsn, lab, name, current, says="no event on the topic")
 
 
@@ -88,7 +81,7 @@ def test_lesson01_a_price_read_from_clickhouse_with_final(
     ch.command("SYSTEM STOP MERGES product")  # keep both versions for the no-FINAL answer
     try:
         target = Decimal(random.randint(100, 9999)) / 100
-        run("UPDATE product SET price = :p WHERE id = :id", lab, p=target, id=product)
+        run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=target, id=product)
         router.catch_up()
         price, lsn = ch.query(
             "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64}",
@@ -106,8 +99,8 @@ def test_lesson01_a_price_read_from_clickhouse_with_final(
 
         # Updated in PostgreSQL but never routed, and the price read from PostgreSQL:
         second = target + 1
-        run("UPDATE product SET price = :p WHERE id = :id", lab, p=second, id=product)
-        from_postgres = run("SELECT price FROM product WHERE id = :id", lab, id=product)
+        run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=second, id=product)
+        from_postgres = run_sql(lab, "SELECT price FROM product WHERE id = :id", id=product)[0][0]
         fails(
             lesson01.check_price, lab, product, second, from_postgres, lsn, says="not been routed"
         )
@@ -216,7 +209,7 @@ def test_lesson04_the_tombstone_lsn_of_a_deleted_product(
     ch = lab.clickhouse()
     ch.command("SYSTEM STOP MERGES product")  # keep the live version beside the tombstone
     try:
-        run("DELETE FROM product WHERE id = :id", lab, id=product)
+        run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
         fails(lesson04.check_tombstone, lab, product, "0/1", says="no tombstone")
         router.catch_up()
         rows = ch.query(
@@ -264,7 +257,7 @@ def test_lesson05_type_default_on_every_column_and_a_real_delete(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     product = new_product(lab)
-    run("DELETE FROM product WHERE id = :id", lab, id=product)
+    run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
     assert wait_for(lambda: _delete_on_topic(lab, product)), "capture did not publish the delete"
 
     lesson05.check_type_default(lambda a: TYPE_DEFAULTS[unwrap(a)], lab, product)

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import pytest
 from pydantic import Field
-from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from cdc_kit import olap
@@ -17,21 +16,14 @@ from cdc_kit.checks import lesson06, lesson07, lesson08
 from cdc_kit.olap import CdcFields, CdcOlapModelBase
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
-from tests.conftest import fails
-
-
-def run(stack: Stack, sql: str, **params: object) -> list[tuple]:
-    """One statement in its own transaction; the rows it returns, if any."""
-    with stack.pg_engine().begin() as db:
-        result = db.execute(text(sql), params)
-        return [tuple(row) for row in result] if result.returns_rows else []
+from tests.conftest import fails, run_sql
 
 
 def fresh_table(stack: Stack, name: str, ddl: str) -> None:
     """The lesson's table, new in PostgreSQL and absent from ClickHouse."""
     stack.clickhouse().command(f"DROP TABLE IF EXISTS {name}")
-    run(stack, f"DROP TABLE IF EXISTS {name}")
-    run(stack, ddl)
+    run_sql(stack, f"DROP TABLE IF EXISTS {name}")
+    run_sql(stack, ddl)
 
 
 # ---- lesson 06: parked refunds, registered and replayed ----------------------------------------
@@ -66,7 +58,7 @@ def test_lesson06_refunds_arrive_once_registered_with_the_router_and_replayed(
     router = Router(lab, registry=dict(olap.OLAP_MODELS))
     try:
         router.catch_up()
-        rows = run(
+        rows = run_sql(
             lab,
             'INSERT INTO refund ("paymentId", amount, reason) VALUES '
             "(1, 5.00, 'late'), (2, 7.50, 'damaged'), (3, 1.25, 'late') RETURNING id",
@@ -94,7 +86,7 @@ def test_lesson06_refunds_arrive_once_registered_with_the_router_and_replayed(
         assert "✓ all 3 refunds" in capsys.readouterr().out
     finally:
         router.close()
-        run(lab, "DROP TABLE IF EXISTS refund")
+        run_sql(lab, "DROP TABLE IF EXISTS refund")
         lab.clickhouse().command("DROP TABLE IF EXISTS refund")
 
 
@@ -137,7 +129,7 @@ def test_lesson07_only_the_argmax_query_that_drops_tombstones_passes(
         "CREATE TABLE lesson07_stock (id serial PRIMARY KEY, sku varchar(40) NOT NULL, "
         "units int NOT NULL)",
     )
-    run(
+    run_sql(
         lab,
         "INSERT INTO lesson07_stock (sku, units) "
         "SELECT 'SKU-' || n, 50 FROM generate_series(1, 6) AS n",
@@ -148,11 +140,11 @@ def test_lesson07_only_the_argmax_query_that_drops_tombstones_passes(
     try:
         router.catch_up()
         ch.command("SYSTEM STOP MERGES lesson07_stock")
-        run(lab, "UPDATE lesson07_stock SET units = 100 + id")  # up...
+        run_sql(lab, "UPDATE lesson07_stock SET units = 100 + id")  # up...
         router.catch_up()
-        run(lab, "UPDATE lesson07_stock SET units = id")  # ...then down: max is not newest
+        run_sql(lab, "UPDATE lesson07_stock SET units = id")  # ...then down: max is not newest
         router.catch_up()
-        run(lab, "DELETE FROM lesson07_stock WHERE id IN (2, 5)")
+        run_sql(lab, "DELETE FROM lesson07_stock WHERE id IN (2, 5)")
         router.catch_up()
 
         lesson07.check_newest_units(lab, RIGHT)
@@ -162,7 +154,7 @@ def test_lesson07_only_the_argmax_query_that_drops_tombstones_passes(
             fails(lesson07.check_newest_units, lab, sql, says=says)
 
         # Changed in PostgreSQL, not routed: the check says so instead of blaming the query.
-        run(lab, "UPDATE lesson07_stock SET units = 7 WHERE id = 1")
+        run_sql(lab, "UPDATE lesson07_stock SET units = 7 WHERE id = 1")
         fails(lesson07.check_newest_units, lab, RIGHT, says="does not match PostgreSQL")
         router.catch_up()
 
@@ -177,7 +169,7 @@ def test_lesson07_only_the_argmax_query_that_drops_tombstones_passes(
     finally:
         router.close()
         ch.command("DROP TABLE IF EXISTS lesson07_stock")
-        run(lab, "DROP TABLE IF EXISTS lesson07_stock")
+        run_sql(lab, "DROP TABLE IF EXISTS lesson07_stock")
 
 
 # ---- lesson 08: the freight shipment after a type change ----------------------------------------
@@ -202,15 +194,15 @@ def test_lesson08_the_cost_column_must_be_modified_not_only_the_model(
         "CREATE TABLE lesson08_shipment (id serial PRIMARY KEY, courier varchar(40) NOT NULL, "
         "cost numeric(6, 2) NOT NULL)",
     )
-    run(lab, "INSERT INTO lesson08_shipment (courier, cost) VALUES ('DHL', 12.50)")
+    run_sql(lab, "INSERT INTO lesson08_shipment (courier, cost) VALUES ('DHL', 12.50)")
     router = Router(lab, registry=dict(olap.OLAP_MODELS))
     router.register(ShipmentNarrow)
     cost = Decimal("54321.00")
     check = lesson08.check_cost_column
     try:
         router.catch_up()
-        run(lab, "ALTER TABLE lesson08_shipment ALTER COLUMN cost TYPE numeric(10, 2)")
-        [(freight,)] = run(
+        run_sql(lab, "ALTER TABLE lesson08_shipment ALTER COLUMN cost TYPE numeric(10, 2)")
+        [(freight,)] = run_sql(
             lab,
             "INSERT INTO lesson08_shipment (courier, cost) VALUES ('Maersk', :cost) RETURNING id",
             cost=cost,
@@ -240,7 +232,7 @@ def test_lesson08_the_cost_column_must_be_modified_not_only_the_model(
 
         # Another freight, parked; only the ClickHouse column is changed: it stays parked.
         router.register(ShipmentNarrow)
-        [(second,)] = run(
+        [(second,)] = run_sql(
             lab,
             "INSERT INTO lesson08_shipment (courier, cost) VALUES ('MSC', 23456.78) RETURNING id",
         )
@@ -257,4 +249,4 @@ def test_lesson08_the_cost_column_must_be_modified_not_only_the_model(
     finally:
         router.close()
         ch.command("DROP TABLE IF EXISTS lesson08_shipment")
-        run(lab, "DROP TABLE IF EXISTS lesson08_shipment")
+        run_sql(lab, "DROP TABLE IF EXISTS lesson08_shipment")

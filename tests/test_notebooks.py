@@ -22,7 +22,14 @@ import nbformat
 import pytest
 
 from cdc_kit.errors import CdcKitError
-from cdc_kit.solutions import CHECK_TAG, EXERCISE_TAG, lesson_notebooks, run_notebook, write_solved
+from cdc_kit.solutions import (
+    CHECK_TAG,
+    EXERCISE_TAG,
+    lesson_notebooks,
+    run_notebook,
+    tagged,
+    write_solved,
+)
 from cdc_kit.stack import Stack, ensure_running
 from tests.conftest import make_test_env, run_cli, settings_from
 
@@ -36,10 +43,6 @@ def solved_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("solved")
     write_solved(folder)
     return folder
-
-
-def tags(cell: nbformat.NotebookNode) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
 
 
 def execute(
@@ -68,8 +71,8 @@ def test_notebook_is_committed_clean_with_stable_exercise_ids(path: Path) -> Non
     assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code), (
         f"{path.name} is committed with outputs; run `nbstripout --keep-id {path}`"
     )
-    exercises = [cell for cell in code if EXERCISE_TAG in tags(cell)]
-    checks = [cell for cell in code if CHECK_TAG in tags(cell)]
+    exercises = [cell for cell in code if tagged(cell, EXERCISE_TAG)]
+    checks = [cell for cell in code if tagged(cell, CHECK_TAG)]
     assert exercises and checks, f"{path.name} needs an exercise cell and a check cell"
     for cell in exercises + checks:
         kind = EXERCISE_TAG if cell in exercises else CHECK_TAG
@@ -101,7 +104,7 @@ def test_unsolved_notebook_fails_only_in_its_check_cells(path: Path, stack: Stac
         if cell.cell_type == "code"
         and any(output.get("output_type") == "error" for output in cell.get("outputs", []))
     ]
-    checks = [cell.get("id") for cell in notebook.cells if CHECK_TAG in tags(cell)]
+    checks = [cell.get("id") for cell in notebook.cells if tagged(cell, CHECK_TAG)]
     errors = {
         cell.get("id"): [o.get("ename") + ": " + o.get("evalue", "") for o in cell.outputs
                          if o.get("output_type") == "error"]
@@ -153,7 +156,7 @@ def test_the_cli_writes_every_lesson_with_its_exercises_solved(tmp_path: Path) -
         solved = nbformat.read(tmp_path / "solved" / path.name, as_version=4)
         original = nbformat.read(path, as_version=4)
         for before, after in zip(original.cells, solved.cells, strict=True):
-            if EXERCISE_TAG in tags(before):
+            if tagged(before, EXERCISE_TAG):
                 assert after.source != before.source and after.id == before.id
             else:
                 assert after.source == before.source

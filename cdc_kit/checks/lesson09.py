@@ -14,14 +14,9 @@ WIRE_HINT = (
 )
 
 
-def _prices(lab: Any, product_id: int) -> tuple[Decimal | None, Decimal | None]:
-    """(price in PostgreSQL, price in ClickHouse FINAL) of one product (None: no row)."""
-    source = lab.pg_row("product", product_id)
-    final = lab.ch_final("product", product_id)
-    return (
-        Decimal(source["price"].iloc[0]) if len(source) else None,
-        Decimal(final["price"].iloc[0]) if len(final) else None,
-    )
+def _price(row: Any) -> Decimal | None:
+    """The price in a one-row frame from `lab.pg_row` or `lab.ch_final` (None: no row)."""
+    return Decimal(row["price"].iloc[0]) if len(row) else None
 
 
 def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: float = 15.0) -> None:
@@ -34,7 +29,7 @@ def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: fl
         raise CheckFailed(
             f"`raise_button` is a {type(raise_button).__name__}, not a button", WIRE_HINT
         )
-    before, _ = _prices(lab, product_id)
+    before = _price(lab.pg_row("product", product_id))
     if before is None:
         raise CheckFailed(
             f"product {product_id} is gone from PostgreSQL",
@@ -42,7 +37,7 @@ def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: fl
         )
     changes_before = len(lab.changes)
     raise_button.click()
-    after, _ = _prices(lab, product_id)
+    after = _price(lab.pg_row("product", product_id))
     if after == before:
         raise CheckFailed(
             f"clicking the button left the price of product {product_id} at {before} in "
@@ -61,7 +56,7 @@ def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: fl
     deadline = time.monotonic() + timeout
     final = None
     while time.monotonic() < deadline:
-        _, final = _prices(lab, product_id)
+        final = _price(lab.ch_final("product", product_id))
         if final == after:
             break
         time.sleep(0.05)

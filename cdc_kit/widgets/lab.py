@@ -77,10 +77,6 @@ class Change:
     latency_s: float | None = None
     tracked: bool = True  # bulk changes: only the last one is timed
 
-    @property
-    def visible(self) -> bool:
-        return self.latency_s is not None
-
     def __str__(self) -> str:
         if self.latency_s is None:
             return f"{self.operation} {self.table} {self.id}"
@@ -325,9 +321,9 @@ class ChangeLab:
         return self.changes[-1]
 
     def _any_id(self, table: str) -> int | None:
-        model = self._model(table)
         with Session(self.engine) as db:
-            return db.exec(select(model.id).order_by(func.random()).limit(1)).scalars().first()
+            ids = self._random_ids(db, self._model(table), 1)
+        return ids[0] if ids else None
 
     def _random_ids(self, db: Session, model: type[SQLModel], k: int) -> list[int]:
         return list(db.exec(select(model.id).order_by(func.random()).limit(k)).scalars())
