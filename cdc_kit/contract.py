@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from cdc_kit.lsn import lsn_to_str, str_to_lsn
+from cdc_kit.lsn import checked_str_to_lsn, lsn_to_str
 
 Operation = Literal["read", "insert", "update", "delete", "truncate"]
 OPERATIONS: tuple[str, ...] = ("read", "insert", "update", "delete", "truncate")
@@ -142,11 +142,12 @@ class ChangeEvent(msgspec.Struct, frozen=True):
     @property
     def lsn(self) -> int:
         """The change's LSN as the integer ClickHouse stores (its version)."""
-        return str_to_lsn(self.metadata.lsn)
+        return checked_str_to_lsn(self.metadata.lsn)  # LsnText: decoding matched the pattern
 
     @property
     def end_lsn(self) -> int | None:
-        return None if self.metadata.end_lsn is None else str_to_lsn(self.metadata.end_lsn)
+        end = self.metadata.end_lsn
+        return None if end is None else checked_str_to_lsn(end)
 
     @property
     def last_in_txn(self) -> bool:

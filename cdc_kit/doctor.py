@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass, field
 
 import psutil
-from clickhouse_connect.driver.binding import quote_identifier
 
 from cdc_kit import replication
 from cdc_kit.capture.heartbeat import heartbeat_path, is_streaming, read_heartbeat
-from cdc_kit.router.dead_letters import DEAD_LETTER_TABLE
+from cdc_kit.router.dead_letters import DEAD_LETTER_TABLE, dead_letter_table
 from cdc_kit.router.lease import lease_holder
 from cdc_kit.stack import Stack, get_stack
+from cdc_kit.warehouse import table_exists
 
 #: A slot that keeps more WAL than this is worth a word (the server keeps at most 1 GB).
 RETAINED_WARNING = 64 << 20
@@ -131,12 +131,8 @@ def _slots(stack: Stack, report: Report) -> None:
 def _dead_letters(stack: Stack, report: Report) -> None:
     s = stack.settings
     ch = stack.clickhouse(database="default")
-    table = f"{quote_identifier(s.clickhouse_database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
-    exists = ch.query(
-        "SELECT count() FROM system.tables WHERE database = {d:String} AND name = {t:String}",
-        parameters={"d": s.clickhouse_database, "t": DEAD_LETTER_TABLE},
-    ).result_rows[0][0]
-    if not exists:
+    table = dead_letter_table(s.clickhouse_database)
+    if not table_exists(ch, s.clickhouse_database, DEAD_LETTER_TABLE):
         report.add("dead letters", "none (no router has run yet)")
         return
     rows = ch.query(

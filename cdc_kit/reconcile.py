@@ -17,6 +17,7 @@ from clickhouse_connect.driver.binding import quote_identifier
 from sqlalchemy import text
 
 from cdc_kit import olap
+from cdc_kit.warehouse import table_exists
 
 
 @dataclass
@@ -59,11 +60,7 @@ def _pg_rows(pg_engine: Any, table: str, columns: list[str], keys: list[str]) ->
 def _ch_rows(ch: Any, database: str, table: str, columns: list[str], keys: list[str]) -> dict:
     select = ", ".join(quote_identifier(c) for c in columns)
     name = f"{quote_identifier(database)}.{quote_identifier(table)}"
-    exists = ch.query(
-        "SELECT count() FROM system.tables WHERE database = {d:String} AND name = {t:String}",
-        parameters={"d": database, "t": table},
-    ).result_rows[0][0]
-    if not exists:
+    if not table_exists(ch, database, table):
         return {}
     result = ch.query(f"SELECT {select} FROM {name} FINAL")  # noqa: S608 - quoted identifiers
     rows = [dict(zip(columns, row, strict=True)) for row in result.result_rows]

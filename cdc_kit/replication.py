@@ -28,6 +28,22 @@ def _execute(conn: Any, query: sql.Composable | str, params: tuple = ()) -> list
         return cur.fetchall() if cur.description else []
 
 
+def current_wal_lsn(conn: Any) -> int:
+    """PostgreSQL's WAL position now: every change committed so far is before it."""
+    return int(_execute(conn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")[0][0])
+
+
+def confirmed_lsn(conn: Any, slot: str) -> int | None:
+    """How far the slot's consumer has confirmed (None: there is no such slot)."""
+    rows = _execute(
+        conn,
+        "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
+        "WHERE slot_name = %s",
+        (slot,),
+    )
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
 def check_wal_level(conn: Any) -> None:
     """Raise a clear error unless the server can do logical decoding."""
     level = _execute(conn, "SHOW wal_level")[0][0]

@@ -44,6 +44,15 @@ def ensure_database(client: Any, database: str) -> None:
     client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
 
 
+def table_exists(client: Any, database: str, table: str) -> bool:
+    return bool(
+        client.query(
+            "SELECT count() FROM system.tables WHERE database = {d:String} AND name = {t:String}",
+            parameters={"d": database, "t": table},
+        ).result_rows[0][0]
+    )
+
+
 def table_columns(client: Any, database: str, table: str) -> dict[str, str]:
     """Column -> type of a table as ClickHouse has it ({} if the table does not exist)."""
     result = client.query(

@@ -130,7 +130,7 @@ class Capture:
     # ---- one session -----------------------------------------------------------------
     def _session(self) -> None:
         s = self.settings
-        conn = psycopg2.connect(str(s.pg_dsn))
+        conn = clients.pg_connection(s)
         producer = None
         admin = None
         repl = None
@@ -149,8 +149,8 @@ class Capture:
             producer = TransactionProducer(s)
             admin = clients.kafka_admin(s)
             broker_id = clients.cluster_id(admin)
-            repl = psycopg2.connect(
-                str(s.pg_dsn), connection_factory=psycopg2.extras.LogicalReplicationConnection
+            repl = clients.pg_connection(
+                s, connection_factory=psycopg2.extras.LogicalReplicationConnection
             )
             cursor = repl.cursor()
             snapshot_pending = self._prepare_slot(conn, cursor, producer)
@@ -219,7 +219,7 @@ class Capture:
             log.warning("snapshot not confirmed as written yet: taking it again")
         tables = replication.published_tables(conn, s.publication_name)
         conn.commit()
-        snap_conn = psycopg2.connect(str(s.pg_dsn))
+        snap_conn = clients.pg_connection(s)
         try:
             rows = self._produce_snapshot(
                 snap_conn, snapshot_name, tables, producer, conn, str_to_lsn(consistent_point)

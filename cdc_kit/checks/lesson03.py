@@ -6,6 +6,7 @@ from typing import Any
 
 from cdc_kit.checks.common import CheckFailed, as_lsn_int, both_forms, passed, require_answer
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
+from cdc_kit.replication import confirmed_lsn
 
 MOVE_HINT = (
     "SELECT pg_replication_slot_advance(%s, %s::pg_lsn) with (TEXT_SLOT, target_lsn), or "
@@ -26,21 +27,15 @@ def check_slot_released(stack: Any, slot: str, target_lsn: str, text_slot_positi
     target = str_to_lsn(target_lsn)
     conn = stack.pg_connection()
     try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                (slot,),
-            )
-            row = cur.fetchone()
+        position = confirmed_lsn(conn, slot)
     finally:
         conn.close()
-    if row is None:
+    if position is None:
         raise CheckFailed(
             f"the slot {slot} does not exist any more: dropping releases its WAL too, but its "
             "consumer would lose its place",
             "re-run the notebook from step 3 (it makes the slot again) and move the slot instead",
         )
-    position = str_to_lsn(row[0])
     if position < target:
         peeked = "; peeking reads without moving the slot" if answer >= target else ""
         raise CheckFailed(

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from cdc_kit import olap
 from cdc_kit.checks.common import CheckFailed, passed, require_answer
-from cdc_kit.warehouse import table_columns
+from cdc_kit.warehouse import table_exists
 
 TABLE = "refund"
 MODEL_HINT = (
@@ -36,7 +36,7 @@ def _clickhouse_refunds(stack: Any, refund_ids: list[int]) -> dict[int, tuple] |
     """id -> (paymentId, amount, reason) in ClickHouse FINAL; None if there is no table."""
     database = stack.settings.clickhouse_database
     ch = stack.clickhouse()
-    if not table_columns(ch, database, TABLE):
+    if not table_exists(ch, database, TABLE):
         return None
     rows = ch.query(
         f"SELECT id, paymentId, amount, reason FROM {quote_identifier(database)}."  # noqa: S608

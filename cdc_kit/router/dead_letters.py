@@ -63,10 +63,15 @@ class DeadLetter:
         return json.dumps(body, ensure_ascii=False).encode()
 
 
+def dead_letter_table(database: str) -> str:
+    """The dead-letter table as a quoted, qualified name."""
+    return f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
+
+
 def ensure_dead_letter_table(client: Any, database: str) -> None:
     """ReplacingMergeTree by (group, id): a dead letter written twice (a replay) is kept once,
     and each router group parks and replays its own (two groups may read one topic)."""
-    table = f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
+    table = dead_letter_table(database)
     client.command(
         f"CREATE TABLE IF NOT EXISTS {table} ("
         "`group` String, `id` String, `stage` LowCardinality(String), `error` String, "
@@ -93,9 +98,20 @@ DEAD_LETTER_COLUMNS = [
 ]
 
 
-def dead_letter_rows(
-    letters: list[DeadLetter], group: str, replayed: int = 0
-) -> list[list[Any]]:
+def write_dead_letters(
+    client: Any, database: str, letters: list[DeadLetter], group: str, replayed: int = 0
+) -> None:
+    """Park `letters` for `group` (or, with replayed=1, mark them replayed)."""
+    if letters:
+        client.insert(
+            DEAD_LETTER_TABLE,
+            _rows(letters, group, replayed),
+            column_names=DEAD_LETTER_COLUMNS,
+            database=database,
+        )
+
+
+def _rows(letters: list[DeadLetter], group: str, replayed: int) -> list[list[Any]]:
     """Rows for `cdc_dead_letters`; the value is stored base64 so any bytes survive."""
     return [
         [

@@ -40,10 +40,6 @@ class GroupLease:
         self._owner = weakref.ref(owner)
         self._file: Any = None
 
-    @property
-    def held(self) -> bool:
-        return self._file is not None
-
     def acquire(self) -> None:
         """Take the lease, taking over from an older Router of this process if needed."""
         if self._file is not None:

@@ -70,10 +70,6 @@ class RoutedBatch:
     #: done, every change up to it is in ClickHouse (capture may then release the WAL).
     progress_lsn: int | None = None
 
-    @property
-    def tables(self) -> list[str]:
-        return sorted({write.table for write in self.writes})
-
 
 #: (table, model, primary key, columns) -> the stored values of those columns, or None.
 StoredValues = Callable[[str, type, tuple, list[str]], dict[str, Any] | None]
@@ -131,8 +127,9 @@ def route(
                 group.records.append(record)
         except RoutingError as exc:
             batch.dead.append(dead_letter(record, exc.stage, str(exc)))
-        if event.last_in_txn and event.end_lsn:
-            batch.progress_lsn = max(batch.progress_lsn or 0, event.end_lsn)
+        end_lsn = event.end_lsn if event.last_in_txn else None
+        if end_lsn:
+            batch.progress_lsn = max(batch.progress_lsn or 0, end_lsn)
     return batch
 
 

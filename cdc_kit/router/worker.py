@@ -29,21 +29,19 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-from cdc_kit import clients, olap, warehouse
+from cdc_kit import clients, olap, replication, warehouse
 from cdc_kit.config import Settings, get_settings
 from cdc_kit.errors import CdcKitError, first_line, one_line
 from cdc_kit.lsn import lsn_to_str
 from cdc_kit.progress import ensure_progress_table, write_progress
 from cdc_kit.router.dead_letters import (
-    DEAD_LETTER_COLUMNS,
-    DEAD_LETTER_TABLE,
     DeadLetter,
-    dead_letter_rows,
+    dead_letter_table,
     ensure_dead_letter_table,
+    write_dead_letters,
 )
 from cdc_kit.router.lease import GroupLease
 from cdc_kit.router.routing import Record, RoutedBatch, TableRows, Truncate, dead_letter, route
@@ -154,9 +152,9 @@ class Router:
             # in the first change a learner waits for.
             import pandas  # noqa: F401
 
-            # Qualified names everywhere: the target database may not exist before this call.
+            # Qualified names everywhere: the target database may not exist before this call
+            # (ensure_progress_table creates it).
             self._ch = clients.clickhouse(self.settings, database="default")
-            warehouse.ensure_database(self._ch, self._database)
             ensure_progress_table(self._ch, self._database)
             ensure_dead_letter_table(self._ch, self._database)
             for table, model in list(self.registry.items()):
@@ -390,12 +388,7 @@ class Router:
         """Dead letters go to the warehouse table (durable) and the dead-letter topic."""
         if not letters:
             return
-        self._ch.insert(
-            DEAD_LETTER_TABLE,
-            dead_letter_rows(letters, self.group),
-            column_names=DEAD_LETTER_COLUMNS,
-            database=self._database,
-        )
+        write_dead_letters(self._ch, self._database, letters, self.group)
         for letter in letters:
             self._producer.produce(
                 self.settings.dlq_topic, key=letter.key, value=letter.to_message()
@@ -422,7 +415,7 @@ class Router:
         conn = clients.pg_connection(self.settings)  # one connection for the whole wait
         conn.autocommit = True
         try:
-            target = int(self._pg_scalar(conn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+            target = replication.current_wal_lsn(conn)
             total = BatchResult()
             deadline = time.monotonic() + timeout
             while True:
@@ -442,20 +435,8 @@ class Router:
     def _reached(self, conn: Any, target: int) -> bool:
         if self._progress_lsn >= target:
             return True
-        confirmed = self._pg_scalar(
-            conn,
-            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
-            "WHERE slot_name = %s",
-            (self.settings.slot_name,),
-        )
-        return confirmed is not None and int(confirmed) >= target
-
-    @staticmethod
-    def _pg_scalar(conn: Any, query: str, params: tuple = ()) -> Any:
-        with conn.cursor() as cur:
-            cur.execute(query, params)
-            row = cur.fetchone()
-        return row[0] if row else None
+        confirmed = replication.confirmed_lsn(conn, self.settings.slot_name)
+        return confirmed is not None and confirmed >= target
 
     # ---- dead letters -------------------------------------------------------------------
     def dead_letters(self, include_replayed: bool = False) -> list[dict[str, Any]]:
@@ -463,7 +444,7 @@ class Router:
         with self._batch_lock:
             self.connect()
             waiting = "" if include_replayed else " AND `replayed` = 0"
-            table = f"{quote_identifier(self._database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
+            table = dead_letter_table(self._database)
             query = (
                 f"SELECT * FROM {table} FINAL WHERE `group` = {{group:String}}{waiting} "  # noqa: S608
                 "ORDER BY `offset`"
@@ -491,12 +472,7 @@ class Router:
                 for record, row in zip(records, parked, strict=True)
                 if row["id"] not in failed
             ]
-            self._ch.insert(
-                DEAD_LETTER_TABLE,
-                dead_letter_rows(replayed, self.group, replayed=1),
-                column_names=DEAD_LETTER_COLUMNS,
-                database=self._database,
-            )
+            write_dead_letters(self._ch, self._database, replayed, self.group, replayed=1)
             self._park(batch.dead)
             with self._stats_lock:
                 self._stats["replayed"] += len(replayed)
