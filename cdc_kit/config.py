@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -156,30 +155,37 @@ class Settings(BaseSettings):
         return dsn
 
 
-@lru_cache(maxsize=1)
-def _cached_settings(env_snapshot: tuple[tuple[str, str], ...], lab_stamp: int) -> Settings:
-    return Settings()
-
-
-def _lab_stamp(env: dict[str, str]) -> int:
-    """When the lab file of the current state folder last changed (0: none)."""
-    home = Path(env.get("CDC_KIT_HOME") or _repo_root() / ".cdc_kit").expanduser()
+def _lab_stamp(home: Path) -> int:
+    """When the lab file of a state folder last changed (0: none)."""
     try:
         return (home / LAB_FILE).stat().st_mtime_ns
     except OSError:
         return 0
 
 
+#: (CDC_KIT_* environment, lab file stamp, settings) of the last get_settings().
+_cached: tuple[tuple[tuple[str, str], ...], int, Settings] | None = None
+
+
 def get_settings(**overrides: object) -> Settings:
     """The current settings; keyword arguments override single fields (handy in tests).
 
     Cached per environment and lab file, so changing `CDC_KIT_*` variables (as tests do) or
-    a first `up` (which writes the lab's ports and credentials) is honoured.
+    a first `up` (which writes the lab's ports and credentials) is honoured. The lab file is
+    looked for in the state folder the settings resolved (from the environment or `.env`).
     """
+    global _cached
     if overrides:
         return Settings(**overrides)  # type: ignore[arg-type]
     env = {k: v for k, v in os.environ.items() if k.startswith("CDC_KIT_") or k == "PG_RUN_AS"}
-    return _cached_settings(tuple(sorted(env.items())), _lab_stamp(env))
+    key = tuple(sorted(env.items()))
+    if _cached is not None:
+        cached_key, stamp, settings = _cached
+        if cached_key == key and stamp == _lab_stamp(settings.home):
+            return settings
+    settings = Settings()
+    _cached = (key, _lab_stamp(settings.home), settings)
+    return settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

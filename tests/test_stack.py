@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -233,3 +235,24 @@ def test_raw_sql_as_a_learner_types_it_fills_the_defaulted_columns(stack) -> Non
             text('SELECT status, "orderDate" IS NOT NULL FROM "order" WHERE id = :o'), {"o": order}
         ).one()
     assert (status, dated) == ("pending", True)
+
+
+def test_settings_follow_the_lab_file_of_a_state_folder_named_in_dot_env(tmp_path: Path) -> None:
+    """`.env` may name the state folder; the lab file `up` writes there must not be missed by
+    the settings cache (it once looked only at CDC_KIT_HOME in the environment)."""
+    (tmp_path / ".env").write_text(f"CDC_KIT_HOME={tmp_path / 'home'}\n")
+    (tmp_path / "home").mkdir()
+    probe = (
+        "import json, pathlib\n"
+        "from cdc_kit.config import LAB_FILE, get_settings\n"
+        "before = get_settings()\n"
+        "pathlib.Path(before.home, LAB_FILE).write_text(json.dumps({'pg_password': 'new'}))\n"
+        "print(before.pg_password or '-', get_settings().pg_password)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_KIT_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["-", "new"]
