@@ -209,16 +209,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from cdc_kit import clients
     from cdc_kit.config import get_settings
-    from cdc_kit.stack import Stack
 
     check_port_free(args.host, args.port)
-    stack = Stack(get_settings())
-    engine = stack.pg_engine()
+    s = get_settings()
+    engine = clients.pg_engine(s)
     try:
         oltp.create_all(engine)  # like the seed's init_db.py: safe to run again
     except OperationalError as exc:
-        s = stack.settings
         raise CdcKitError(
             f"api: cannot reach PostgreSQL at {s.pg_host}:{s.pg_port} ({first_line(exc.orig)}); "
             "start the stack first: python -m cdc_kit up"
