@@ -134,6 +134,10 @@ class Settings(BaseSettings):
             self.kafka_bootstrap = f"{self.kafka_host}:{self.kafka_port}"
         return self
 
+    def is_explicit(self, name: str) -> bool:
+        """True if `name` was given (environment, .env, arguments), not derived or defaulted."""
+        return name in self._explicit
+
     def reloaded(self) -> Settings:
         """The same settings with what is derived made again (after `up` wrote the lab file):
         the lab's ports and credentials, and the DSN and bootstrap built from them."""

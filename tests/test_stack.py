@@ -19,7 +19,8 @@ from sqlalchemy import text
 
 from cdc_kit import oltp
 from cdc_kit.services.home import LAYOUT_VERSION
-from tests.conftest import make_test_env, run_cli
+from cdc_kit.stack import Stack
+from tests.conftest import make_test_env, run_cli, settings_from
 
 SERVICES = ("postgres", "broker", "clickhouse")
 
@@ -235,6 +236,21 @@ def test_raw_sql_as_a_learner_types_it_fills_the_defaulted_columns(stack) -> Non
             text('SELECT status, "orderDate" IS NOT NULL FROM "order" WHERE id = :o'), {"o": order}
         ).one()
     assert (status, dated) == ("pending", True)
+
+
+def test_clickhouse_credentials_given_explicitly_are_the_ones_the_endpoint_serves(
+    lifecycle_env: dict[str, str],
+) -> None:
+    """Clients send explicit CDC_KIT_CLICKHOUSE_USER/PASSWORD; the endpoint once served the
+    lab file's generated ones instead, and every query was refused (516) after a green `up`."""
+    given = {"CDC_KIT_CLICKHOUSE_USER": "alice", "CDC_KIT_CLICKHOUSE_PASSWORD": "w0nder"}
+    env = {**lifecycle_env, **given}
+    started = run_cli(env, "up", "--only", "clickhouse")
+    assert started.returncode == 0, started.stdout + started.stderr
+    stack = Stack(settings_from(env))
+    s = stack.settings
+    assert (s.clickhouse_user, s.clickhouse_password) == ("alice", "w0nder")
+    assert stack.clickhouse().query("SELECT 42").result_rows == [(42,)]
 
 
 def test_settings_follow_the_lab_file_of_a_state_folder_named_in_dot_env(tmp_path: Path) -> None:

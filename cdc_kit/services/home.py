@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cdc_kit.config import LAB_FILE, LAB_PORTS, Settings, read_lab
+from cdc_kit.config import LAB_CREDENTIALS, LAB_FILE, LAB_PORTS, Settings, read_lab
 from cdc_kit.errors import CdcKitError
 from cdc_kit.services.process import free_ports
 
@@ -78,13 +78,18 @@ def prepare_home(home: Path) -> None:
 def ensure_lab(settings: Settings, new_ports: bool = False) -> bool:
     """Make the lab file's missing parts; True if it changed (settings must then be reloaded).
 
-    Credentials: a PostgreSQL password and a ClickHouse user and password, made once and
-    used by every kit client without anyone typing them. Ports (ports=auto): free loopback
+    Credentials: a PostgreSQL password and a ClickHouse user and password, made once (or
+    taken from the settings when given explicitly) and used by every kit client without
+    anyone typing them. Ports (ports=auto): free loopback
     ports, chosen once, or again with `new_ports` (another program took one meanwhile).
     """
     home = settings.home
     lab = read_lab(home)
     wanted: dict[str, Any] = dict(lab)
+    for name in LAB_CREDENTIALS:
+        # Credentials given explicitly are what every client sends: the servers must use them.
+        if settings.is_explicit(name) and getattr(settings, name):
+            wanted[name] = getattr(settings, name)
     wanted.setdefault("pg_password", secrets.token_urlsafe(18))
     wanted.setdefault("clickhouse_user", "lab")
     wanted.setdefault("clickhouse_password", secrets.token_urlsafe(18))
