@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakMemory  # noqa: E402
 
 from cdc_kit import oltp  # noqa: E402
-from cdc_kit.capture import Capture  # noqa: E402
+from cdc_kit.capture.worker import Capture  # noqa: E402
 from cdc_kit.router import Router  # noqa: E402
 from cdc_kit.stack import Stack, scratch_stack  # noqa: E402
 

@@ -63,7 +63,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from cdc_kit.capture import main as capture_main
+    from cdc_kit.capture.worker import main as capture_main
 
     return capture_main(args.rest)
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from kafka import TopicPartition
 
-from cdc_kit.capture import Capture
+from cdc_kit.capture.worker import Capture
 from cdc_kit.config import settings_env
 from cdc_kit.lsn import str_to_lsn
 from cdc_kit.stack import Stack

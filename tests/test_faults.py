@@ -21,7 +21,8 @@ from typing import Annotated
 import pytest
 
 from cdc_kit import olap, oltp
-from cdc_kit.capture import Capture, snapshot
+from cdc_kit.capture import snapshot
+from cdc_kit.capture.worker import Capture
 from cdc_kit.router import Router
 from cdc_kit.services.broker import create_topics
 from cdc_kit.services.process import wait_until

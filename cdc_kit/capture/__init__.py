@@ -2,8 +2,7 @@
 
 `changes` holds the rules (pgoutput messages -> events), `snapshot` the initial rows,
 `producer` the delivery to Kafka, `worker` the loop (`Capture`), `heartbeat` its health file.
+
+Nothing is imported here: the stack reads capture's heartbeat, and must not load the worker
+(confluent-kafka, the decoder, ClickHouse's client: ~0.1 s) to do so.
 """
-
-from cdc_kit.capture.worker import Capture, main
-
-__all__ = ["Capture", "main"]
