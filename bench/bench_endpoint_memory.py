@@ -12,7 +12,6 @@ queries, `SELECT 1`, a single-row insert. Prints one table; numbers only, no ass
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import statistics
 import subprocess
@@ -169,17 +168,6 @@ def measure(commands: dict[str, list[str]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def endpoint_module() -> str:
-    """The endpoint's module in the working tree (it moved into cdc_kit.services)."""
-    for name in ("cdc_kit.services.clickhouse_server", "cdc_kit.chdb_server"):
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return name
-        except ModuleNotFoundError:
-            continue
-    raise SystemExit("cannot find the endpoint module in this working tree")
-
-
 def baseline_command(revision: str, folder: Path) -> list[str]:
     """The endpoint as it was at `revision`, run as a script (it imports nothing of cdc_kit)."""
     source = subprocess.run(
@@ -216,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
     folder = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_baseline_"))
     variants = {
         f"before ({args.baseline})": baseline_command(args.baseline, folder),
-        "after (working tree)": [sys.executable, "-m", endpoint_module()],
+        "after (working tree)": [sys.executable, "-m", "cdc_kit.services.clickhouse_server"],
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     try:

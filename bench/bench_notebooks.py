@@ -11,7 +11,6 @@ Run: `python bench/bench_notebooks.py`.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from cdc_kit.config import settings_env
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     timings: dict[str, list[float]] = {path.stem: [] for path in NOTEBOOKS}
     with scratch_stack() as stack:
-        env = {**os.environ, **settings_env(stack.settings)}
+        env = settings_env(stack.settings)
         for _ in range(2):
             for path in NOTEBOOKS:
                 timings[path.stem].append(run_solved(path, env))

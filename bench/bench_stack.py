@@ -8,31 +8,21 @@ Prints a table and returns the numbers for bench/run_all.py.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-from cdc_kit.config import Settings  # noqa: E402
 from cdc_kit.doctor import rss  # noqa: E402
-from cdc_kit.services.process import free_ports  # noqa: E402
-from cdc_kit.stack import Stack  # noqa: E402
+from cdc_kit.stack import scratch_stack  # noqa: E402
 
 
 def one_run() -> dict[str, float]:
-    root = Path(tempfile.mkdtemp(prefix="cdc_kit_bench_"))
-    root.chmod(0o755)
-    pg, kafka, ch = free_ports(3)
-    settings = Settings(
-        home=root / "home", pg_port=pg, kafka_port=kafka, clickhouse_port=ch, confirm_after="broker"
-    )
-    stack = Stack(settings)
-    try:
+    # only=[]: the scratch stack makes its folder and lab file; the timed `up` starts it all.
+    with scratch_stack(only=[], confirm_after="broker") as stack:
         began = time.perf_counter()
         stack.up()
         cold = time.perf_counter() - began
@@ -45,9 +35,6 @@ def one_run() -> dict[str, float]:
             if status.pid:
                 result[f"rss_{status.name}_mb"] = rss(status.pid) / 2**20
         return result
-    finally:
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

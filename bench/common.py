@@ -1,6 +1,6 @@
 """Shared helpers for the benchmarks: peak memory and timing summaries.
 
-A throwaway stack on free ports is `cdc_kit.stack.scratch_stack`, shared with the tests.
+A throwaway stack on free ports is `cdc_kit.stack.scratch_stack`, used by every benchmark.
 """
 
 from __future__ import annotations

@@ -182,7 +182,8 @@ def ensure_running(settings: Settings | None = None, timeout: float = 120.0) -> 
 def scratch_stack(only: list[str] | None = None, **overrides: Any) -> Iterator[Stack]:
     """A throwaway embedded stack: free loopback ports, a temporary state folder, removed after.
 
-    For tests and benchmarks. The folder is made reachable for the unprivileged PostgreSQL
+    For benchmarks and scripts (the tests drive theirs through the CLI: tests/conftest.py's
+    make_test_env). The folder is made reachable for the unprivileged PostgreSQL
     user when running as root (mkdtemp creates it private: we open only what we created).
     """
     root = Path(tempfile.mkdtemp(prefix="cdc_kit_scratch_"))
