@@ -20,14 +20,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
 from cdc_kit.lsn import checked_str_to_lsn, lsn_to_str
 
 Operation = Literal["read", "insert", "update", "delete", "truncate"]
-OPERATIONS: tuple[str, ...] = ("read", "insert", "update", "delete", "truncate")
+OPERATIONS: tuple[str, ...] = get_args(Operation)
 #: Metadata fields that hold an LSN in its text form "X/Y".
 LSN_FIELDS = ("lsn", "commit_lsn", "end_lsn")
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from psycopg2 import sql
 
 from cdc_kit.errors import CdcKitError
+from cdc_kit.lsn import lsn_to_str, str_to_lsn
 
 ReplicaIdentity = Literal["DEFAULT", "FULL"]
 
@@ -220,7 +221,7 @@ def peek_decoded_changes(
     conn: Any, slot: str, publication: str, limit: int | None = None
 ) -> list[tuple[str, Any]]:
     """(lsn, decoded pgoutput message) of pending changes, without consuming them."""
-    from cdc_kit.pgoutput import Decoder
+    from cdc_kit.pgoutput import Decoder  # the decoder loads only where peeks need it
 
     decoder = Decoder()
     return [
@@ -231,15 +232,11 @@ def peek_decoded_changes(
 
 def describe_message(decoder: Any, message: Any) -> str:
     """One readable line for a decoded pgoutput message (rows as column -> value)."""
-    from cdc_kit.lsn import lsn_to_str
     from cdc_kit.pgoutput import Begin, Commit, Delete, Insert, Relation, Update
 
     def table(relid: int) -> str:
         relation = decoder.relation(relid)
         return f"{relation.namespace}.{relation.name}"
-
-    def row(relid: int, values: Any) -> dict[str, Any]:
-        return decoder.row(relid, values)
 
     if isinstance(message, Begin):
         return f"Begin xid={message.xid}"
@@ -249,15 +246,15 @@ def describe_message(decoder: Any, message: Any) -> str:
         columns = ", ".join(c.name + ("*" if c.is_key else "") for c in message.columns)
         return f"Relation {message.namespace}.{message.name} ({columns}; * = identity)"
     if isinstance(message, Insert):
-        return f"Insert {table(message.relid)} new={row(message.relid, message.new)}"
+        return f"Insert {table(message.relid)} new={decoder.row(message.relid, message.new)}"
     if isinstance(message, Update):
-        new = row(message.relid, message.new)
+        new = decoder.row(message.relid, message.new)
         if message.old is None:
             return f"Update {table(message.relid)} new={new}"
-        old = row(message.relid, message.old)
+        old = decoder.row(message.relid, message.old)
         return f"Update {table(message.relid)} new={new} old({message.old_kind})={old}"
     if isinstance(message, Delete):
-        old = row(message.relid, message.old)
+        old = decoder.row(message.relid, message.old)
         return f"Delete {table(message.relid)} old({message.old_kind})={old}"
     return repr(message)
 
@@ -282,16 +279,10 @@ def peek_side_by_side(
         kind = "layout" if isinstance(message, Relation) else type(message).__name__
         by_lsn.setdefault(lsn, {"text": [], "binary": []})["binary"].append((kind, line))
     rows = []
-    for lsn in sorted(by_lsn, key=_lsn_key):
+    for lsn in sorted(by_lsn, key=str_to_lsn):
         texts = list(by_lsn[lsn]["text"])
         for kind, line in by_lsn[lsn]["binary"]:
             text = "" if kind == "layout" or not texts else texts.pop(0)
             rows.append({"lsn": lsn, "test_decoding": text, "pgoutput": line})
         rows += [{"lsn": lsn, "test_decoding": text, "pgoutput": ""} for text in texts]
     return rows
-
-
-def _lsn_key(text: str) -> int:
-    from cdc_kit.lsn import str_to_lsn
-
-    return str_to_lsn(text)
