@@ -8,9 +8,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Optional
 
 from cdc_kit import olap
-from cdc_kit.checks.common import CheckFailed, passed, topic_events
+from cdc_kit.checks.common import CheckFailed, is_placeholder, passed, topic_events
 
 HINT = "return TYPE_DEFAULTS[unwrap(annotation)]"
+
+
+def _as_written(field: Any) -> Any:
+    """A model field's annotation as written: Pydantic moves `Annotated` hints to metadata."""
+    hints = tuple(h for h in field.metadata if isinstance(h, str))
+    return Annotated[(field.annotation, *hints)] if hints else field.annotation
 
 
 def _annotations() -> list[Any]:
@@ -19,8 +25,7 @@ def _annotations() -> list[Any]:
     found: list[Any] = []
     for model in olap.OLAP_MODELS.values():
         for field in model.model_fields.values():
-            hints = tuple(h for h in field.metadata if isinstance(h, str))
-            annotation = Annotated[(field.annotation, *hints)] if hints else field.annotation
+            annotation = _as_written(field)
             if annotation not in found:
                 found.append(annotation)
     return [
@@ -50,7 +55,7 @@ def check_type_default(type_default: Callable[[Any], Any], stack: Any, deleted_i
                 f"type_default({annotation!r}) raised {type(exc).__name__}: {exc}",
                 "unwrap the annotation first, then look up the plain type: " + HINT,
             ) from None
-        if got is None or got is Ellipsis:
+        if is_placeholder(got):
             unwrapped = olap.unwrap(annotation)[0].__name__
             raise CheckFailed(
                 f"type_default({annotation!r}) returned {got!r}, expected {wanted!r}",
@@ -73,9 +78,7 @@ def check_type_default(type_default: Callable[[Any], Any], stack: Any, deleted_i
     filled = {}
     for name, field in olap.ProductOlap.model_fields.items():
         if name in payload and payload[name] is None and not olap.unwrap(field.annotation)[1]:
-            annotation = field.annotation
-            hints = tuple(h for h in field.metadata if isinstance(h, str))
-            filled[name] = type_default(Annotated[(annotation, *hints)] if hints else annotation)
+            filled[name] = type_default(_as_written(field))
     try:
         olap.ProductOlap.model_validate({**payload, **filled, "is_deleted": 1})
     except Exception as exc:  # noqa: BLE001

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from cdc_kit import reconcile
 from cdc_kit.checks.common import CheckFailed, passed, require_answer
 from cdc_kit.errors import first_line
+from cdc_kit.replication import slot_health
 
 START_HINT = (
     "assign the query as text: accounts_sql = \"SELECT count(), sum(balance) FROM "
@@ -77,11 +78,7 @@ def capture_slot_safe(conn: Any, slot: str, setting_before: str, gone: str) -> N
     with conn.cursor() as cur:
         cur.execute("SHOW max_slot_wal_keep_size")
         setting = cur.fetchone()[0]
-        cur.execute(
-            "SELECT slot_name, wal_status FROM pg_replication_slots WHERE slot_name IN (%s, %s)",
-            (slot, gone),
-        )
-        status = dict(cur.fetchall())
+    status = {h.slot_name: h.wal_status for h in slot_health(conn) if h.slot_name in (slot, gone)}
     if setting != setting_before:
         raise CheckFailed(
             f"max_slot_wal_keep_size is {setting}, not {setting_before} as before the exhibit",
