@@ -271,45 +271,48 @@ def row_values(
     data = dict(event.payload if payload is None else payload)
     data["lsn"] = event.lsn
     data["is_deleted"] = 1 if event.operation == "delete" else 0
-    layout = _layout(model)
-    for key in layout.keys:
+    shape = layout(model)
+    for key in shape.keys:
         if data.get(key) is None:
-            missing = [k for k in layout.keys if data.get(k) is None]
+            missing = [k for k in shape.keys if data.get(k) is None]
             raise OlapValidationError(f"primary key column(s) missing: {', '.join(missing)}")
     try:
         instance = model.model_validate(data, context={"operation": event.operation})
     except ValidationError as exc:
         raise OlapValidationError(describe_validation_error(exc)) from None
     values = instance.__dict__
-    row = [values[column] for column in layout.columns]
-    for index in layout.convert:
+    row = [values[column] for column in shape.columns]
+    for index in shape.convert:
         row[index] = _clickhouse_value(row[index])
     return row
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """A model's columns in table order and which of them need converting (computed once)."""
+class Layout:
+    """What the router needs of a model per row, computed once: the columns in table order,
+    their ClickHouse types, the key, and which columns need converting."""
 
     columns: list[str]
+    types: dict[str, str]  # column -> ClickHouse type, in table order
     keys: list[str]
     convert: list[int]  # indexes of enum and datetime columns
 
 
-_LAYOUTS: dict[type, _Layout] = {}
+_LAYOUTS: dict[type, Layout] = {}
 
 
-def _layout(model: type[CdcOlapModelBase]) -> _Layout:
-    layout = _LAYOUTS.get(model)
-    if layout is None:
+def layout(model: type[CdcOlapModelBase]) -> Layout:
+    found = _LAYOUTS.get(model)
+    if found is None:
         columns = columns_of(model)
         convert = []
         for index, column in enumerate(columns):
             base, _, _ = unwrap(model.model_fields[column].annotation)
             if base is datetime or (isinstance(base, type) and issubclass(base, enum.Enum)):
                 convert.append(index)
-        layout = _LAYOUTS[model] = _Layout(columns, list(model.__order_by__), convert)
-    return layout
+        found = Layout(columns, column_types(model), list(model.__order_by__), convert)
+        _LAYOUTS[model] = found
+    return found
 
 
 def _clickhouse_value(value: Any) -> Any:

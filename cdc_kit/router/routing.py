@@ -162,7 +162,7 @@ def _fill_unchanged_toast(
     missing = list(event.unchanged_toast)
     routed = newest.get((event.table, key))
     if routed is not None:
-        current: dict[str, Any] | None = dict(zip(olap.columns_of(model), routed, strict=True))
+        current: dict[str, Any] | None = dict(zip(olap.layout(model).columns, routed, strict=True))
     elif stored_values is not None:
         current = stored_values(event.table, model, key, missing)
     else:

@@ -118,7 +118,6 @@ class Router:
         self._ch: Any = None
         self._synced: dict[str, type] = {}  # table -> the model its columns were synced for
         self._type_differs: dict[str, dict[str, tuple[str, str]]] = {}  # table -> column drift
-        self._types: dict[type, dict[str, str]] = {}  # model -> column -> ClickHouse type
         self._progress_lsn = 0  # written to ClickHouse (in memory at once)
         self._progress_saved = 0  # ... and recorded in the progress table for capture
         self._progress_saved_at = 0.0
@@ -374,7 +373,7 @@ class Router:
         return written
 
     def _insert(self, model: type, rows: list[list[Any]]) -> None:
-        types = self._types.get(model) or self._types.setdefault(model, olap.column_types(model))
+        types = olap.layout(model).types
         self._ch.insert(
             model.__table__,
             rows,
