@@ -36,6 +36,10 @@ def _run(ch: Any, sql: str) -> dict[int, list[int]]:
     except DatabaseError as exc:
         message = first_line(exc).split("DB::Exception: ")[-1]
         raise CheckFailed(f"ClickHouse refused newest_sql: {message}", ARGMAX_HINT) from None
+    # An empty result has no columns at all: over HTTP, ClickHouse sends no Native block for
+    # zero rows, so clickhouse-connect cannot name them. The SKUs it lacks are reported later.
+    if result.empty:
+        return {}
     missing = [column for column in ("id", "units") if column not in result.columns]
     if missing:
         raise CheckFailed(
@@ -72,6 +76,12 @@ def check_newest_units(stack: Any, newest_sql: Any) -> None:
         )
     with stack.pg_engine().connect() as db:
         source = dict(db.execute(text(f"SELECT id, units FROM {TABLE}")).all())  # noqa: S608
+    if not source:
+        raise CheckFailed(
+            f"{TABLE} has no SKUs left in PostgreSQL: an empty answer could not be told from a "
+            "right one",
+            "run the cell before the exercise again (it brings the catalogue back to ten SKUs)",
+        )
     final = dict(ch.query(f"SELECT id, units FROM {TABLE} FINAL").result_rows)  # noqa: S608
     if final != source:
         raise CheckFailed(
