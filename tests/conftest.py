@@ -140,12 +140,30 @@ def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
 
 
 # ---- the lessons' self-checks ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lab(stack: Stack) -> Iterator[Stack]:
-    """The session stack with the lesson tables and their sample rows."""
+def load_sample_shop(stack: Stack) -> Stack:
+    """The lesson tables with their sample rows (rows already there are kept)."""
     oltp.create_all(stack.pg_engine())
     oltp.load_sample_data(stack.pg_engine(), progress=False)
-    yield stack
+    return stack
+
+
+@pytest.fixture(scope="module")
+def lab(stack: Stack) -> Stack:
+    """The session stack with the lesson tables and their sample rows."""
+    return load_sample_shop(stack)
+
+
+@pytest.fixture(scope="module")
+def running_router(stack: Stack) -> Iterator[Router]:
+    """The sample shop routed into ClickHouse, the router's thread still running (lesson 09).
+
+    It takes `stack`, not `lab`, so modules with a `lab` fixture of their own can use it too.
+    """
+    router = Router(load_sample_shop(stack))
+    router.catch_up()
+    router.start()
+    yield router
+    router.close()
 
 
 def run_sql(stack: Stack, sql: str, **params: object) -> list[tuple]:

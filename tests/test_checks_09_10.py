@@ -12,7 +12,7 @@ import ipywidgets
 import pytest
 from sqlalchemy import text
 
-from cdc_kit import olap, oltp
+from cdc_kit import olap
 from cdc_kit.checks import CheckFailed, lesson09, lesson10
 from cdc_kit.olap import CdcFields, CdcOlapModelBase
 from cdc_kit.router import Router
@@ -22,16 +22,10 @@ from cdc_kit.widgets import ChangeLab
 
 # ---- lesson 09: a button of your own ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def lab(stack: Stack) -> Iterator[tuple[ChangeLab, Router]]:
-    engine = stack.pg_engine()
-    oltp.create_all(engine)
-    oltp.load_sample_data(engine, progress=False)
-    router = Router(stack)
-    router.catch_up()
-    router.start()
+def change_lab(stack: Stack, running_router: Router) -> Iterator[ChangeLab]:
+    """The lab behind lesson 09's panel, with the router routing in its thread."""
     made = ChangeLab(stack, seed=9)
-    yield made, router
-    router.close()
+    yield made
     made.close()
 
 
@@ -51,51 +45,51 @@ def raise_by(lab: ChangeLab, product_id: int, factor: str):
     return handler
 
 
-def test_lesson09_fails_on_the_placeholder_and_on_a_non_button(lab) -> None:
-    made, _ = lab
-    product = made.insert("product", price="20.00").id
+def test_lesson09_fails_on_the_placeholder_and_on_a_non_button(change_lab: ChangeLab) -> None:
+    product = change_lab.insert("product", price="20.00").id
     with pytest.raises(CheckFailed, match="placeholder"):
-        lesson09.check_raise_button(made, None, product)
+        lesson09.check_raise_button(change_lab, None, product)
     with pytest.raises(CheckFailed, match="not a button"):
-        lesson09.check_raise_button(made, "+10 %", product)
+        lesson09.check_raise_button(change_lab, "+10 %", product)
 
 
-def test_lesson09_fails_on_a_button_without_a_handler(lab) -> None:
-    made, _ = lab
-    product = made.insert("product", price="20.00").id
+def test_lesson09_fails_on_a_button_without_a_handler(change_lab: ChangeLab) -> None:
+    product = change_lab.insert("product", price="20.00").id
     with pytest.raises(CheckFailed, match="left the price") as failed:
-        lesson09.check_raise_button(made, button(), product)
+        lesson09.check_raise_button(change_lab, button(), product)
     assert "on_click" in failed.value.hint
 
 
-def test_lesson09_fails_on_the_wrong_raise(lab) -> None:
-    made, _ = lab
-    product = made.insert("product", price="20.00").id
+def test_lesson09_fails_on_the_wrong_raise(change_lab: ChangeLab) -> None:
+    product = change_lab.insert("product", price="20.00").id
+    wrong = button(raise_by(change_lab, product, "1.20"))
     with pytest.raises(CheckFailed, match="from 20.00 to 24.00"):
-        lesson09.check_raise_button(made, button(raise_by(made, product, "1.20")), product)
+        lesson09.check_raise_button(change_lab, wrong, product)
 
 
-def test_lesson09_fails_when_clickhouse_never_follows(lab) -> None:
-    made, router = lab
-    product = made.insert("product", price="20.00").id
-    made.wait_visible()
-    router.stop()
+def test_lesson09_fails_when_clickhouse_never_follows(
+    change_lab: ChangeLab, running_router: Router
+) -> None:
+    product = change_lab.insert("product", price="20.00").id
+    change_lab.wait_visible()
+    running_router.stop()
     try:
         with pytest.raises(CheckFailed, match="still shows 20.00") as failed:
             lesson09.check_raise_button(
-                made, button(raise_by(made, product, "1.10")), product, timeout=0.5
+                change_lab, button(raise_by(change_lab, product, "1.10")), product, timeout=0.5
             )
         assert "router" in failed.value.hint
     finally:
-        router.start()
+        running_router.start()
 
 
-def test_lesson09_passes_on_the_solution(lab, capsys: pytest.CaptureFixture[str]) -> None:
-    made, _ = lab
-    product = made.insert("product", price="20.00").id
-    lesson09.check_raise_button(made, button(raise_by(made, product, "1.10")), product)
+def test_lesson09_passes_on_the_solution(
+    change_lab: ChangeLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    product = change_lab.insert("product", price="20.00").id
+    lesson09.check_raise_button(change_lab, button(raise_by(change_lab, product, "1.10")), product)
     assert "✓ one click raised product" in capsys.readouterr().out
-    assert made.ch_final("product", product)["price"].iloc[0] == Decimal("22.00")
+    assert change_lab.ch_final("product", product)["price"].iloc[0] == Decimal("22.00")
 
 
 # ---- lesson 10: count the accounts right ------------------------------------------------------

@@ -15,27 +15,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
-from cdc_kit import oltp
 from cdc_kit.errors import CdcKitError
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
 from cdc_kit.widgets import ChangeLab, LabPanel
 
 
-@pytest.fixture(scope="module")
-def router(stack: Stack) -> Iterator[Router]:
-    engine = stack.pg_engine()
-    oltp.create_all(engine)
-    oltp.load_sample_data(engine, progress=False)
-    routing = Router(stack)
-    routing.catch_up()
-    routing.start()
-    yield routing
-    routing.close()
-
-
 @pytest.fixture()
-def lab(stack: Stack, router: Router) -> Iterator[ChangeLab]:
+def lab(stack: Stack, running_router: Router) -> Iterator[ChangeLab]:
     made = ChangeLab(stack, seed=7)
     yield made
     made.close()
@@ -156,36 +143,39 @@ def test_a_burst_reports_progress_and_clickhouse_agrees_row_by_row(lab: ChangeLa
         assert source.astype(str).values.tolist() == final.astype(str).values.tolist(), (table, key)
 
 
+
 def test_a_change_waits_on_the_topic_while_the_router_is_stopped(
-    lab: ChangeLab, router: Router
+    lab: ChangeLab, running_router: Router
 ) -> None:
-    router.stop()
+    running_router.stop()
     try:
         change = lab.insert("product")
         time.sleep(0.5)
         assert not lab.is_visible(change) and lab.poll() == []
     finally:
-        router.start()
+        running_router.start()
     assert lab.wait_visible(change) >= 0.5
     assert lab.latencies()["id"].iloc[-1] == change.id
 
 
 def test_wait_visible_says_what_to_check_when_nothing_arrives(
-    lab: ChangeLab, router: Router
+    lab: ChangeLab, running_router: Router
 ) -> None:
-    router.stop()
+    running_router.stop()
     try:
         change = lab.insert("customer")
         with pytest.raises(CdcKitError, match="is the router running"):
             lab.wait_visible(change, timeout=0.3)
     finally:
-        router.start()
+        running_router.start()
     lab.wait_visible(change)
 
 
 # ---- the panel ---------------------------------------------------------------------------------
-def test_panel_buttons_call_the_lab_and_the_views_follow(lab: ChangeLab, router: Router) -> None:
-    panel = LabPanel(lab, router)
+def test_panel_buttons_call_the_lab_and_the_views_follow(
+    lab: ChangeLab, running_router: Router
+) -> None:
+    panel = LabPanel(lab, running_router)
     panel.table.value = "customer"
     panel.fields["name"].value = "Panel Ada"
     panel.insert_button.click()
@@ -214,14 +204,14 @@ def test_panel_buttons_call_the_lab_and_the_views_follow(lab: ChangeLab, router:
     assert "<td>1</td>" in panel.versions_view.value  # the tombstone's is_deleted
     assert "routed" in panel.stats_view.value and "<table" in panel.events_view.value
     panel.close()
-    assert not router.running
-    router.start()
+    assert not running_router.running
+    running_router.start()
 
 
 def test_panel_shows_bad_input_in_one_line_and_writes_nothing(
-    lab: ChangeLab, router: Router
+    lab: ChangeLab, running_router: Router
 ) -> None:
-    panel = LabPanel(lab, router)
+    panel = LabPanel(lab, running_router)
     panel.table.value = "product"
     panel.fields["price"].value = "minus three"
     changes = len(lab.changes)
@@ -231,8 +221,8 @@ def test_panel_shows_bad_input_in_one_line_and_writes_nothing(
     panel.close(release_router=False)
 
 
-def test_panel_bulk_fills_the_progress_bar(lab: ChangeLab, router: Router) -> None:
-    panel = LabPanel(lab, router)
+def test_panel_bulk_fills_the_progress_bar(lab: ChangeLab, running_router: Router) -> None:
+    panel = LabPanel(lab, running_router)
     panel.bulk_count.value = 12
     panel.bulk_button.click()
     assert (panel.progress.value, panel.progress.max) == (12, 12), panel.status.value
@@ -241,18 +231,22 @@ def test_panel_bulk_fills_the_progress_bar(lab: ChangeLab, router: Router) -> No
     panel.close(release_router=False)
 
 
-def test_panel_router_toggle_stops_and_starts_the_router(lab: ChangeLab, router: Router) -> None:
-    panel = LabPanel(lab, router)
+def test_panel_router_toggle_stops_and_starts_the_router(
+    lab: ChangeLab, running_router: Router
+) -> None:
+    panel = LabPanel(lab, running_router)
     assert panel.router_button.value is True
     panel.router_button.value = False
-    assert not router.running and panel.router_button.description == "router stopped"
+    assert not running_router.running and panel.router_button.description == "router stopped"
     panel.router_button.value = True
-    assert router.running and panel.router_button.description == "router running"
+    assert running_router.running and panel.router_button.description == "router running"
     panel.close(release_router=False)
 
 
-def test_the_panel_refreshes_itself_from_its_event_loop(lab: ChangeLab, router: Router) -> None:
-    panel = LabPanel(lab, router, refresh_s=0.2)
+def test_the_panel_refreshes_itself_from_its_event_loop(
+    lab: ChangeLab, running_router: Router
+) -> None:
+    panel = LabPanel(lab, running_router, refresh_s=0.2)
     customer = lab.insert("customer", city="Osaka")
     lab.wait_visible(customer)
     panel.watching = ("customer", customer.id)
