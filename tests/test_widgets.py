@@ -8,6 +8,7 @@ and its refresh task runs in an asyncio loop of the test's own.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -142,6 +143,47 @@ def test_a_burst_reports_progress_and_clickhouse_agrees_row_by_row(lab: ChangeLa
         final = lab.ch_final(table, key)[list(source.columns)]
         assert source.astype(str).values.tolist() == final.astype(str).values.tolist(), (table, key)
 
+
+
+class ScriptedRandom(random.Random):
+    """The burst's dice, scripted: each roll and each table in turn; every other draw random."""
+
+    def __init__(self, rolls: list[float], tables: list[str]) -> None:
+        super().__init__(0)
+        self.rolls, self.tables = rolls, tables
+
+    def random(self) -> float:
+        return self.rolls.pop(0)
+
+    def getrandbits(self, k: int) -> int:
+        # Defined so that randint and choice keep drawing bits, not random(): a subclass that
+        # overrides random() alone gets a randbelow built on it.
+        return super().getrandbits(k)
+
+    def choice(self, seq):  # noqa: ANN001, ANN201 - random.Random's signature
+        if list(seq) == ["customer", "product", "order"]:
+            return self.tables.pop(0)
+        return super().choice(seq)
+
+
+def test_a_burst_deletes_only_rows_a_cascade_left(
+    lab: ChangeLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The burst places an order for its own new customer, deletes the customer (the order
+    goes with it: ON DELETE CASCADE), then rolls a delete of an order: none of its own is left,
+    so it inserts one instead of failing on the order the cascade took."""
+    newest = lambda db, model, k: lab.ids(model.__tablename__, k)  # noqa: E731
+    monkeypatch.setattr(lab, "_random_ids", newest)  # the order goes to the new customer
+    lab.rng = ScriptedRandom(
+        rolls=[0.9, 0.9, 0.0, 0.0], tables=["customer", "order", "customer", "order"]
+    )
+    changes = lab.bulk(4)
+    order = changes[1].id
+    assert [(c.table, c.operation) for c in changes] == [
+        ("customer", "insert"), ("order", "insert"), ("customer", "delete"), ("order", "insert")
+    ]
+    # Gone with its customer (the burst deleted no order), while the new one is there.
+    assert lab.pg_row("order", order).empty and not lab.pg_row("order", changes[3].id).empty
 
 
 def test_a_change_waits_on_the_topic_while_the_router_is_stopped(

@@ -162,8 +162,11 @@ class ChangeLab:
             roll = self.rng.random()
             table = self.rng.choice(list(mine))
             some_row = self._any_id(table) if 0.15 <= roll < 0.55 else None
-            if roll < 0.15 and mine[table]:
-                change = self.delete(table, mine[table].pop(self.rng.randrange(len(mine[table]))))
+            # Rows of ours still there: a customer's delete took its orders (ON DELETE CASCADE).
+            ours = self._still_there(table, mine[table]) if roll < 0.15 and mine[table] else []
+            if ours:
+                change = self.delete(table, ours.pop(self.rng.randrange(len(ours))))
+                mine[table] = ours
             elif some_row is not None:
                 change = self.update(table, some_row)
             else:
@@ -324,6 +327,13 @@ class ChangeLab:
         with Session(self.engine) as db:
             ids = self._random_ids(db, self._model(table), 1)
         return ids[0] if ids else None
+
+    def _still_there(self, table: str, ids: list[int]) -> list[int]:
+        """Those of `ids` that PostgreSQL still has, in their order."""
+        model = self._model(table)
+        with Session(self.engine) as db:
+            found = set(db.exec(select(model.id).where(model.id.in_(ids))).scalars())
+        return [id for id in ids if id in found]
 
     def _random_ids(self, db: Session, model: type[SQLModel], k: int) -> list[int]:
         return list(db.exec(select(model.id).order_by(func.random()).limit(k)).scalars())
