@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-from cdc_kit.lsn import checked_str_to_lsn, lsn_to_str
+from cdc_kit.lsn import LSN_PATTERN, checked_str_to_lsn, lsn_to_str
 
 Operation = Literal["read", "insert", "update", "delete", "truncate"]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
@@ -103,7 +103,7 @@ def encode_json(value: dict[str, Any]) -> bytes:
 
 # ---- parsing (router): the contract as msgspec structs ----------------------------------------
 #: "X/Y": two hexadecimal numbers of up to 8 digits.
-LsnText = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+LsnText = Annotated[str, msgspec.Meta(pattern=LSN_PATTERN)]
 
 
 class Metadata(msgspec.Struct, frozen=True):
