@@ -68,34 +68,36 @@ def dead_letter_table(database: str) -> str:
     return f"{quote_identifier(database)}.{quote_identifier(DEAD_LETTER_TABLE)}"
 
 
+#: The table's columns and their ClickHouse types, for its CREATE TABLE and for every insert
+#: (an insert that names its types skips clickhouse-connect's DESCRIBE TABLE round trip).
+DEAD_LETTER_SCHEMA = {
+    "group": "String",
+    "id": "String",
+    "stage": "LowCardinality(String)",
+    "error": "String",
+    "topic": "String",
+    "partition": "Int32",
+    "offset": "Int64",
+    "key": "String",
+    "value": "String",
+    "failed_at": "DateTime64(6, 'UTC')",
+    "replayed": "UInt8",
+}
+
+
 def ensure_dead_letter_table(client: Any, database: str) -> None:
     """ReplacingMergeTree by (group, id): a dead letter written twice (a replay) is kept once,
     and each router group parks and replays its own (two groups may read one topic)."""
     table = dead_letter_table(database)
+    columns = ", ".join(
+        f"{quote_identifier(name)} {kind}" for name, kind in DEAD_LETTER_SCHEMA.items()
+    )
     client.command(
-        f"CREATE TABLE IF NOT EXISTS {table} ("
-        "`group` String, `id` String, `stage` LowCardinality(String), `error` String, "
-        "`topic` String, `partition` Int32, `offset` Int64, `key` String, `value` String, "
-        "`failed_at` DateTime64(6, 'UTC'), `replayed` UInt8) "
+        f"CREATE TABLE IF NOT EXISTS {table} ({columns}) "
         "ENGINE = ReplacingMergeTree(`failed_at`) ORDER BY (`group`, `id`)"
     )
     # Tables of older kits had no group (and stay ordered by id alone).
     client.command(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `group` String FIRST")
-
-
-DEAD_LETTER_COLUMNS = [
-    "group",
-    "id",
-    "stage",
-    "error",
-    "topic",
-    "partition",
-    "offset",
-    "key",
-    "value",
-    "failed_at",
-    "replayed",
-]
 
 
 def write_dead_letters(
@@ -106,7 +108,8 @@ def write_dead_letters(
         client.insert(
             DEAD_LETTER_TABLE,
             _rows(letters, group, replayed),
-            column_names=DEAD_LETTER_COLUMNS,
+            column_names=list(DEAD_LETTER_SCHEMA),
+            column_type_names=list(DEAD_LETTER_SCHEMA.values()),
             database=database,
         )
 
