@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -26,20 +27,25 @@ def recent_events(
     try:
         consumer.assign([TopicPartition(topic, 0)])
         consumer.seek_to_beginning()
-        while True:
-            batch = consumer.poll(timeout_ms=500, max_records=10000)
-            if not batch:
-                break
-            for records in batch.values():
-                for record in records:
-                    row = event_row(record)
-                    if table is None or row["table"] == table:
-                        newest.append(row)
+        for record in fetch_all(consumer, timeout_ms=500):
+            row = event_row(record)
+            if table is None or row["table"] == table:
+                newest.append(row)
     finally:
         consumer.close()
     return pd.DataFrame(
         list(newest), columns=["offset", "key", "table", "operation", "lsn", "payload"]
     )
+
+
+def fetch_all(consumer: Any, timeout_ms: int, max_records: int = 10000) -> Iterator[Any]:
+    """Every record the consumer can fetch now, until a poll waits `timeout_ms` in vain."""
+    while True:
+        batch = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if not batch:
+            return
+        for records in batch.values():
+            yield from records
 
 
 def event_row(record: Any) -> dict[str, Any]:

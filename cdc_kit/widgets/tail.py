@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from cdc_kit.peek import event_row
+from cdc_kit.peek import event_row, fetch_all
 
 
 class TopicTail:
@@ -27,12 +27,8 @@ class TopicTail:
         self.events: deque[dict[str, Any]] = deque(maxlen=keep)
 
     def read(self, limit: int = 5) -> pd.DataFrame:
-        while True:
-            batch = self.consumer.poll(timeout_ms=30, max_records=5000)
-            if not batch:
-                break
-            for records in batch.values():
-                self.events.extend(_short_row(record) for record in records)
+        records = fetch_all(self.consumer, timeout_ms=30, max_records=5000)
+        self.events.extend(_short_row(record) for record in records)
         rows = list(self.events)[-limit:]
         return pd.DataFrame(rows, columns=["offset", "table", "operation", "lsn", "payload"])
 
