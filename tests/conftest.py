@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy import text
 
 from cdc_kit import olap, oltp
 from cdc_kit.checks import CheckFailed
-from cdc_kit.config import Settings
+from cdc_kit.config import Settings, settings_env
 from cdc_kit.router import Router
 from cdc_kit.services.broker import create_topics
 from cdc_kit.services.process import free_ports
@@ -137,6 +138,37 @@ def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
     yield isolated_stack, router
     router.close()
     stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+
+
+HOLD_THE_GROUP = """
+import time
+from cdc_kit.router import Router
+router = Router()
+router.step(timeout_ms=10)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@contextmanager
+def router_held_elsewhere(settings: Settings) -> Iterator[subprocess.Popen[str]]:
+    """A router in another process that has taken `settings`' router group; killed at the end
+    like an interrupted kernel (nothing is released by hand: the operating system frees it)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_GROUP],
+        env=settings_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready", holder.stderr.read()
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+        holder.stderr.close()
 
 
 # ---- the lessons' self-checks ----------------------------------------------------------------

@@ -9,16 +9,7 @@ import uuid
 from cdc_kit.config import settings_env
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
-from tests.conftest import REPO, isolated_settings
-
-HOLD_THE_GROUP = """
-import time
-from cdc_kit.router import Router
-router = Router()
-router.step(timeout_ms=10)
-print("ready", flush=True)
-time.sleep(60)
-"""
+from tests.conftest import REPO, isolated_settings, router_held_elsewhere
 
 
 def test_doctor_names_the_router_process_the_slots_and_the_dead_letters(stack) -> None:
@@ -28,19 +19,13 @@ def test_doctor_names_the_router_process_the_slots_and_the_dead_letters(stack) -
     producer.flush()
     with Router(Stack(settings)) as router:
         assert router.step(timeout_ms=3000).dead_lettered == 1
-    env = settings_env(settings)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_THE_GROUP], env=env, stdout=subprocess.PIPE, text=True
-    )
     try:
-        assert holder.stdout.readline().strip() == "ready"
-        result = subprocess.run(
-            [sys.executable, "-m", "cdc_kit", "doctor"],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        with router_held_elsewhere(settings) as holder:
+            result = subprocess.run(
+                [sys.executable, "-m", "cdc_kit", "doctor"],
+                env=settings_env(settings), cwd=REPO, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
     finally:
-        holder.kill()
-        holder.wait()
         stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
     report = result.stdout
     assert result.returncode == 3, report + result.stderr  # there is something to do

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from decimal import Decimal
 from typing import Annotated, Any
@@ -19,10 +17,10 @@ from kafka import TopicPartition
 from pydantic import Field
 
 from cdc_kit import olap, warehouse
-from cdc_kit.config import settings_env
 from cdc_kit.errors import CdcKitError
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
+from tests.conftest import router_held_elsewhere
 
 
 def event(table: str, operation: str, lsn: str, payload: dict, **meta: Any) -> bytes:
@@ -273,35 +271,15 @@ def test_a_second_router_on_the_group_in_this_process_takes_over(isolated) -> No
         second.close()
 
 
-ROUTER_IN_A_PROCESS = """
-import sys, time
-from cdc_kit.router import Router
-router = Router()
-router.step(timeout_ms=10)
-print("ready", flush=True)
-time.sleep(60)
-"""
-
-
 def test_a_router_in_another_process_is_refused_in_one_line_and_freed_when_it_dies(isolated):
     stack, router = isolated
-    other = subprocess.Popen(
-        [sys.executable, "-c", ROUTER_IN_A_PROCESS],
-        env=settings_env(stack.settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert other.stdout.readline().strip() == "ready", other.stderr.read()
+    with router_held_elsewhere(stack.settings) as other:
         with pytest.raises(CdcKitError) as refused:
             router.step(timeout_ms=10)
         message = str(refused.value)
         assert f"pid {other.pid}" in message and "\n" not in message
         assert "another group" in message
-    finally:
-        other.kill()  # like an interrupted kernel: nothing is released by hand
-        other.wait()
+    # The other process was killed like an interrupted kernel: nothing was released by hand.
     router.step(timeout_ms=10)  # the operating system released the lease
 
 
