@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 
 from cdc_kit.config import settings_env
-from cdc_kit.router import Router
-from cdc_kit.stack import Stack
-from tests.conftest import REPO, isolated_settings, router_held_elsewhere
+from tests.conftest import REPO, router_held_elsewhere
 
 
-def test_doctor_names_the_router_process_the_slots_and_the_dead_letters(stack) -> None:
-    settings = isolated_settings(stack.settings, uuid.uuid4().hex[:8])
+def test_doctor_names_the_router_process_the_slots_and_the_dead_letters(stack, isolated) -> None:
+    own, router = isolated
+    settings = own.settings
     producer = stack.kafka_producer()
     producer.send(settings.cdc_topic, b"not json at all")
     producer.flush()
-    with Router(Stack(settings)) as router:
-        assert router.step(timeout_ms=3000).dead_lettered == 1
-    try:
-        with router_held_elsewhere(settings) as holder:
-            result = subprocess.run(
-                [sys.executable, "-m", "cdc_kit", "doctor"],
-                env=settings_env(settings), cwd=REPO, capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-    finally:
-        stack.clickhouse().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+    assert router.step(timeout_ms=3000).dead_lettered == 1
+    router.close()  # let go of the group: the other process holds it while the doctor looks
+    with router_held_elsewhere(settings) as holder:
+        result = subprocess.run(
+            [sys.executable, "-m", "cdc_kit", "doctor"],
+            env=settings_env(settings), cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
     report = result.stdout
     assert result.returncode == 3, report + result.stderr  # there is something to do
     assert "Traceback" not in result.stderr
