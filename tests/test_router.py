@@ -19,6 +19,7 @@ from pydantic import Field
 from cdc_kit import olap, warehouse
 from cdc_kit.errors import CdcKitError
 from cdc_kit.router import Router
+from cdc_kit.services.process import wait_until
 from cdc_kit.stack import Stack
 from tests.conftest import router_held_elsewhere
 
@@ -251,9 +252,7 @@ def test_calls_from_the_notebook_wait_for_the_running_batch(isolated) -> None:
     for _ in range(20):
         router.step(timeout_ms=20)
         router.dead_letters()
-    deadline = time.monotonic() + 20
-    while router.stats()["consumed"] < 40 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: router.stats()["consumed"] >= 40, timeout=20)
     router.stop()
     assert router.stats()["consumed"] == 40
     assert overlaps and max(overlaps) == 1
