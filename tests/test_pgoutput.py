@@ -8,15 +8,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import math
 import pickle
 import random
 import struct
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,20 +21,7 @@ import pytest
 from cdc_kit import pgoutput as pg
 from cdc_kit.capture.changes import ChangeEventBuilder
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
-
-DATA = Path(__file__).parent / "data" / "pgoutput"
-
-
-@cache
-def case(name: str) -> dict[str, Any]:
-    return json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))
-
-
-def decode(name: str) -> list[tuple[dict[str, Any], Any]]:
-    """(recorded row, decoded message) for every message of a case, through one Decoder."""
-    recorded = case(name)
-    decoder = pg.Decoder(recorded["proto"])
-    return [(m, decoder.feed(bytes.fromhex(m["hex"]))) for m in recorded["messages"]]
+from tests.recorded import DATA, case, decode
 
 
 def of(name: str, kind: type) -> list[Any]:

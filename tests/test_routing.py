@@ -7,28 +7,22 @@ capture's change rules, serialised as capture serialises them: what the router r
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 from cdc_kit import olap
-from cdc_kit import pgoutput as pg
 from cdc_kit.capture.changes import ChangeEventBuilder
 from cdc_kit.contract import build_event
 from cdc_kit.lsn import str_to_lsn
 from cdc_kit.router.routing import Record, TableRows, Truncate, route
-
-DATA = Path(__file__).parent / "data" / "pgoutput"
+from tests.recorded import decode
 
 
 def recorded_events(name: str) -> list[Record]:
     """The Kafka records capture would have produced for a recorded case."""
-    case = json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))
-    decoder = pg.Decoder(case["proto"])
     builder = ChangeEventBuilder(lambda relation: ["id"])  # capture asks the catalog
     events = []
-    for message in case["messages"]:
-        lsn = str_to_lsn(message["lsn"])
-        events += builder.feed(decoder.feed(bytes.fromhex(message["hex"])), lsn)
+    for recorded, message in decode(name):
+        events += builder.feed(message, str_to_lsn(recorded["lsn"]))
     return [Record("t", 0, i, e.key, e.encode()) for i, e in enumerate(events)]
 
 
