@@ -25,6 +25,7 @@ import pytest
 from cdc_kit.services.process import free_ports
 from cdc_kit.solutions import write_solved
 from cdc_kit.stack import Stack
+from tests.conftest import skip_unless_ci
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,11 +38,11 @@ NOTEBOOK = "09_widget_lab.ipynb"
 
 def require_chromium() -> None:
     """Skip without Chromium, except under CI, which must have installed it (.ci/run does)."""
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser test, but {CHROMIUM} is missing (.ci/run installs)")
-    pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` to run this test")
+    if not CHROMIUM.exists():
+        skip_unless_ci(
+            f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` to run this test",
+            f"CI must run the browser test, but {CHROMIUM} is missing (.ci/run installs)",
+        )
 
 
 class JupyterLab:
@@ -107,6 +108,7 @@ class JupyterLab:
 
 @pytest.fixture()
 def jupyterlab(stack: Stack, tmp_path: Path) -> Iterator[JupyterLab]:
+    require_chromium()  # before writing the lessons and starting JupyterLab for nothing
     root = tmp_path / "lessons"
     write_solved(root)
     lab = JupyterLab(root, dict(os.environ))
@@ -118,7 +120,6 @@ def jupyterlab(stack: Stack, tmp_path: Path) -> Iterator[JupyterLab]:
 
 
 def test_widget_lab_in_a_real_browser(jupyterlab: JupyterLab, stack: Stack) -> None:
-    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     name = f"Browser Bee {uuid.uuid4().hex[:6]}"
