@@ -182,9 +182,13 @@ def ensure_running(settings: Settings | None = None, timeout: float = 120.0) -> 
 def scratch_stack(only: list[str] | None = None, **overrides: Any) -> Iterator[Stack]:
     """A throwaway embedded stack: free loopback ports, a temporary state folder, removed after.
 
-    For benchmarks and scripts (the tests drive theirs through the CLI: tests/conftest.py's
-    make_test_env). The folder is made reachable for the unprivileged PostgreSQL
-    user when running as root (mkdtemp creates it private: we open only what we created).
+    For benchmarks, scripts and tests that need a stack of their own in this process
+    (tests/conftest.py's make_test_env gives such a stack's CDC_KIT_* variables instead, where a
+    test hands them on, e.g. to the CLI). Settings not in `overrides` come from the environment
+    as usual, the mode too: pass mode="embedded" where CDC_KIT_MODE may say docker. A child
+    process (a notebook kernel) sees exactly this stack with
+    `env=config.settings_env(stack.settings)`. The folder is made reachable for the unprivileged
+    PostgreSQL user when running as root (mkdtemp creates it private: we open only what we made).
     """
     root = Path(tempfile.mkdtemp(prefix="cdc_kit_scratch_"))
     root.chmod(0o755)

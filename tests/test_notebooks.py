@@ -14,13 +14,12 @@ notebooks call the same `ensure_running()` a learner calls, pointed at the test 
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from cdc_kit.config import settings_env
 from cdc_kit.errors import CdcKitError
 from cdc_kit.solutions import (
     CHECK_TAG,
@@ -30,8 +29,8 @@ from cdc_kit.solutions import (
     tagged,
     write_solved,
 )
-from cdc_kit.stack import Stack, ensure_running
-from tests.conftest import make_test_env, run_cli, settings_from
+from cdc_kit.stack import Stack, scratch_stack
+from tests.conftest import run_cli
 
 LESSONS = lesson_notebooks()
 IDS = [path.stem for path in LESSONS]
@@ -121,14 +120,9 @@ def test_unsolved_notebook_fails_only_in_its_check_cells(path: Path, stack: Stac
 def test_solved_notebook_runs_alone_on_a_fresh_stack(
     path: Path, solved_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = make_test_env("cdc_kit_alone_")
-    fresh = ensure_running(settings_from(env))
-    try:
-        _, seconds = execute(solved_dir / path.name, env={**os.environ, **env})
+    with scratch_stack(mode="embedded") as fresh:  # the kernel sees this stack's settings only
+        _, seconds = execute(solved_dir / path.name, env=settings_env(fresh.settings))
         report(capsys, f"{path.stem}: {seconds:.1f} s solved, alone on a fresh stack")
-    finally:
-        fresh.down()
-        shutil.rmtree(Path(env["CDC_KIT_HOME"]).parent, ignore_errors=True)
 
 
 @pytest.mark.slow
