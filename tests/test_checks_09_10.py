@@ -10,7 +10,6 @@ from typing import Annotated
 
 import ipywidgets
 import pytest
-from sqlalchemy import text
 
 from cdc_kit import olap
 from cdc_kit.checks import CheckFailed, lesson09, lesson10
@@ -18,6 +17,7 @@ from cdc_kit.olap import CdcFields, CdcOlapModelBase
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
 from cdc_kit.widgets import ChangeLab
+from tests.conftest import fails, run_sql
 
 
 # ---- lesson 09: a button of your own ----------------------------------------------------------
@@ -47,24 +47,21 @@ def raise_by(lab: ChangeLab, product_id: int, factor: str):
 
 def test_lesson09_fails_on_the_placeholder_and_on_a_non_button(change_lab: ChangeLab) -> None:
     product = change_lab.insert("product", price="20.00").id
-    with pytest.raises(CheckFailed, match="placeholder"):
-        lesson09.check_raise_button(change_lab, None, product)
-    with pytest.raises(CheckFailed, match="not a button"):
-        lesson09.check_raise_button(change_lab, "+10 %", product)
+    fails(lesson09.check_raise_button, change_lab, None, product, says="placeholder")
+    fails(lesson09.check_raise_button, change_lab, "+10 %", product, says="not a button")
 
 
 def test_lesson09_fails_on_a_button_without_a_handler(change_lab: ChangeLab) -> None:
     product = change_lab.insert("product", price="20.00").id
-    with pytest.raises(CheckFailed, match="left the price") as failed:
-        lesson09.check_raise_button(change_lab, button(), product)
-    assert "on_click" in failed.value.hint
+    check = lesson09.check_raise_button
+    failed = fails(check, change_lab, button(), product, says="left the price")
+    assert "on_click" in failed.hint
 
 
 def test_lesson09_fails_on_the_wrong_raise(change_lab: ChangeLab) -> None:
     product = change_lab.insert("product", price="20.00").id
     wrong = button(raise_by(change_lab, product, "1.20"))
-    with pytest.raises(CheckFailed, match="from 20.00 to 24.00"):
-        lesson09.check_raise_button(change_lab, wrong, product)
+    fails(lesson09.check_raise_button, change_lab, wrong, product, says="from 20.00 to 24.00")
 
 
 def test_lesson09_fails_when_clickhouse_never_follows(
@@ -74,11 +71,12 @@ def test_lesson09_fails_when_clickhouse_never_follows(
     change_lab.wait_visible()
     running_router.stop()
     try:
-        with pytest.raises(CheckFailed, match="still shows 20.00") as failed:
-            lesson09.check_raise_button(
-                change_lab, button(raise_by(change_lab, product, "1.10")), product, timeout=0.5
-            )
-        assert "router" in failed.value.hint
+        raise_10 = button(raise_by(change_lab, product, "1.10"))
+        failed = fails(
+            lesson09.check_raise_button, change_lab, raise_10, product, 0.5,  # timeout
+            says="still shows 20.00",
+        )  # fmt: skip
+        assert "router" in failed.hint
     finally:
         running_router.start()
 
@@ -110,11 +108,10 @@ def accounts(stack: Stack) -> Iterator[tuple[str, Router]]:
             },
         },
     )
-    engine, ch = stack.pg_engine(), stack.clickhouse()
+    ch = stack.clickhouse()
     router = Router(stack, registry={**olap.OLAP_MODELS, table: model})
     columns = "id int PRIMARY KEY, owner text NOT NULL, balance numeric(10, 2) NOT NULL"
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE TABLE {table} ({columns})"))
+    run_sql(stack, f"CREATE TABLE {table} ({columns})")
     router.register(model)
     router.connect()  # creates the ClickHouse table
     ch.command(f"SYSTEM STOP MERGES `{table}`")
@@ -124,32 +121,30 @@ def accounts(stack: Stack) -> Iterator[tuple[str, Router]]:
         f"DELETE FROM {table} WHERE id = 3",
     ]
     for step in steps:
-        with engine.begin() as conn:
-            conn.execute(text(step))
+        run_sql(stack, step)
         router.catch_up()  # one batch per change: the versions stay apart
     yield table, router
     router.close()
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    run_sql(stack, f"DROP TABLE IF EXISTS {table}")
     ch.command(f"DROP TABLE IF EXISTS `{table}`")
 
 
 def test_lesson10_fails_on_the_placeholder_and_on_bad_sql(stack: Stack, accounts) -> None:
     table, router = accounts
-    with pytest.raises(CheckFailed, match="placeholder"):
-        lesson10.check_accounts_query(stack, router, None, table)
-    with pytest.raises(CheckFailed, match="refused the query"):
-        lesson10.check_accounts_query(stack, router, f"SELECT nothing FROM {table}", table)
-    with pytest.raises(CheckFailed, match="one row"):
-        lesson10.check_accounts_query(stack, router, f"SELECT id, balance FROM {table}", table)
+    check = lesson10.check_accounts_query
+    fails(check, stack, router, None, table, says="placeholder")
+    fails(check, stack, router, f"SELECT nothing FROM {table}", table, says="refused the query")
+    fails(check, stack, router, f"SELECT id, balance FROM {table}", table, says="one row")
 
 
 def test_lesson10_fails_on_a_query_without_final(stack: Stack, accounts) -> None:
     table, router = accounts
-    with pytest.raises(CheckFailed, match="every stored version") as failed:
-        every_version = f"SELECT count(), sum(balance) FROM {table}"
-        lesson10.check_accounts_query(stack, router, every_version, table)
-    assert "FINAL" in failed.value.hint
+    every_version = f"SELECT count(), sum(balance) FROM {table}"
+    failed = fails(
+        lesson10.check_accounts_query, stack, router, every_version, table,
+        says="every stored version",
+    )  # fmt: skip
+    assert "FINAL" in failed.hint
 
 
 def test_lesson10_fails_when_the_deleted_account_is_counted(stack: Stack, accounts) -> None:
@@ -157,14 +152,15 @@ def test_lesson10_fails_when_the_deleted_account_is_counted(stack: Stack, accoun
     newest = (
         f"SELECT count(), sum(b) FROM (SELECT argMax(balance, lsn) AS b FROM {table} GROUP BY id)"
     )
-    with pytest.raises(CheckFailed, match="tombstone"):
-        lesson10.check_accounts_query(stack, router, newest, table)
+    fails(lesson10.check_accounts_query, stack, router, newest, table, says="tombstone")
 
 
 def test_lesson10_fails_on_numbers_written_by_hand(stack: Stack, accounts) -> None:
     table, router = accounts
-    with pytest.raises(CheckFailed, match="after one more update"):
-        lesson10.check_accounts_query(stack, router, "SELECT 2, toDecimal64(400, 2)", table)
+    by_hand = "SELECT 2, toDecimal64(400, 2)"
+    fails(
+        lesson10.check_accounts_query, stack, router, by_hand, table, says="after one more update"
+    )
 
 
 @pytest.mark.parametrize(
@@ -201,8 +197,7 @@ def test_sorted_by_primary_key_tells_a_hand_written_key_from_the_kits(stack: Sta
             f"CREATE TABLE `{table}` (id UInt64, country String, is_deleted UInt8, lsn UInt64) "
             "ENGINE = ReplacingMergeTree(lsn, is_deleted) ORDER BY (country, id)"
         )
-        with pytest.raises(CheckFailed, match=r"sorted by \(country, id\)"):
-            lesson10.sorted_by_primary_key(ch, database, table)
+        fails(lesson10.sorted_by_primary_key, ch, database, table, says="sorted by (country, id)")
     finally:
         ch.command(f"DROP TABLE IF EXISTS `{table}`")
     lesson10.sorted_by_primary_key(ch, database, "customer")  # made by the kit from its model
@@ -214,8 +209,10 @@ def test_capture_slot_safe_notices_a_setting_left_changed(stack: Stack) -> None:
         with conn.cursor() as cur:
             cur.execute("SHOW max_slot_wal_keep_size")
             setting = cur.fetchone()[0]
-        with pytest.raises(CheckFailed, match="not 32MB as before"):
-            lesson10.capture_slot_safe(conn, stack.settings.slot_name, "32MB", "no_such_slot")
+        fails(
+            lesson10.capture_slot_safe, conn, stack.settings.slot_name, "32MB", "no_such_slot",
+            says="not 32MB as before",
+        )  # fmt: skip
         lesson10.capture_slot_safe(conn, stack.settings.slot_name, setting, "no_such_slot")
     finally:
         conn.close()
