@@ -4,7 +4,6 @@ and a real typical wrong answer fail, with a message that says what to try."""
 from __future__ import annotations
 
 import random
-import types
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -14,7 +13,7 @@ from typing import Annotated, Union, get_args, get_origin
 import pytest
 from sqlmodel import Field, SQLModel
 
-from cdc_kit import oltp, replication
+from cdc_kit import olap, oltp, replication
 from cdc_kit.checks import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05
 from cdc_kit.checks.common import topic_events, wait_for
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
@@ -233,17 +232,6 @@ TYPE_DEFAULTS = {
 }  # fmt: skip
 
 
-def unwrap(annotation: object) -> object:
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            annotation = next(a for a in get_args(annotation) if a is not type(None))
-        else:
-            return annotation
-
-
 def seed_unwrap(annotation: object) -> object:
     """The seed's unwrapping: `typing.Union` only, so `X | None` stays wrapped."""
     if get_origin(annotation) is Union:
@@ -260,7 +248,7 @@ def test_lesson05_type_default_on_every_column_and_a_real_delete(
     run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
     assert wait_for(lambda: _delete_on_topic(lab, product)), "capture did not publish the delete"
 
-    lesson05.check_type_default(lambda a: TYPE_DEFAULTS[unwrap(a)], lab, product)
+    lesson05.check_type_default(lambda a: TYPE_DEFAULTS[olap.unwrap(a)[0]], lab, product)
     assert "✓" in capsys.readouterr().out
 
     def placeholder(annotation: object) -> None: ...
@@ -279,7 +267,7 @@ def test_lesson05_type_default_on_every_column_and_a_real_delete(
     )  # fmt: skip
     fails(
         lesson05.check_type_default,
-        lambda a: TYPE_DEFAULTS[unwrap(a)], lab, product + 10_000_000,
+        lambda a: TYPE_DEFAULTS[olap.unwrap(a)[0]], lab, product + 10_000_000,
         says="no delete event",
     )  # fmt: skip
 
