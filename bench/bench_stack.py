@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-from cdc_kit.doctor import rss  # noqa: E402
-from cdc_kit.stack import scratch_stack  # noqa: E402
+from cdc_kit.doctor import rss
+from cdc_kit.stack import scratch_stack
 
 
 def one_run() -> dict[str, float]:
