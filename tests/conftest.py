@@ -63,6 +63,11 @@ def settings_from(env: dict[str, str]) -> Settings:
                 os.environ[key] = value
 
 
+def environment_without_kit_settings() -> dict[str, str]:
+    """This process's environment minus CDC_KIT_* (the session stack exports its own)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("CDC_KIT_")}
+
+
 def default_settings(**overrides: object) -> Settings:
     """Settings from the code's defaults alone: no CDC_KIT_* of this process (the session
     stack exports its own) and no .env file."""

@@ -8,7 +8,6 @@ then run with nothing but `CDC_KIT_MODE=docker`, as a learner's kernel would.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from cdc_kit.config import DEFAULT_PORTS, read_lab
 from cdc_kit.services.process import port_is_free
 from cdc_kit.solutions import run_notebook, solve
-from tests.conftest import REPO, run_cli, skip_unless_ci
+from tests.conftest import REPO, environment_without_kit_settings, run_cli, skip_unless_ci
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
 DOCKER_PORTS = DEFAULT_PORTS["docker"]
@@ -30,11 +29,6 @@ DOCKER_PORTS = DEFAULT_PORTS["docker"]
 def port_taken(port: int) -> bool:
     """Something listens there (a socket of a just-stopped server in TIME_WAIT does not count)."""
     return not port_is_free("127.0.0.1", port)
-
-
-def environment_without_kit_settings() -> dict[str, str]:
-    """This process's environment minus CDC_KIT_* (the session stack exports its own)."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("CDC_KIT_")}
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from cdc_kit import oltp
 from cdc_kit.services.home import LAYOUT_VERSION
 from cdc_kit.stack import Stack
-from tests.conftest import make_test_env, run_cli, settings_from
+from tests.conftest import environment_without_kit_settings, make_test_env, run_cli, settings_from
 
 SERVICES = ("postgres", "broker", "clickhouse")
 
@@ -265,7 +265,7 @@ def test_settings_follow_the_lab_file_of_a_state_folder_named_in_dot_env(tmp_pat
         "pathlib.Path(before.home, LAB_FILE).write_text(json.dumps({'pg_password': 'new'}))\n"
         "print(before.pg_password or '-', get_settings().pg_password)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_KIT_")}
+    env = environment_without_kit_settings()
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
