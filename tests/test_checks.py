@@ -166,11 +166,7 @@ def test_lesson03_the_text_slot_moved_past_the_target(
         with conn.cursor() as cur:
             cur.execute("SELECT pg_current_wal_flush_lsn()::text")  # a slot moves over flushed WAL
             target = cur.fetchone()[0]
-            cur.execute(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                (slot,),
-            )
-            before = cur.fetchone()[0]
+        before = lsn_to_str(replication.confirmed_lsn(conn, slot))
         fails(lesson03.check_slot_released, lab, slot, target, None, says="placeholder")
 
         peeked = replication.peek_text_changes(conn, slot)  # reads, moves nothing
@@ -180,11 +176,7 @@ def test_lesson03_the_text_slot_moved_past_the_target(
 
         with conn.cursor() as cur:
             cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, target))
-            cur.execute(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                (slot,),
-            )
-            position = cur.fetchone()[0]
+        position = lsn_to_str(replication.confirmed_lsn(conn, slot))
         lesson03.check_slot_released(lab, slot, target, position)
         assert "✓" in capsys.readouterr().out
         fails(lesson03.check_slot_released, lab, slot, target, before, says="but")
