@@ -69,10 +69,7 @@ def examine(stack: Stack) -> Report:
         shown = f"  {megabytes(memory)}" if memory else ""
         report.add(status.name, f"{status.state:<10} {status.address}{shown}")
         if not status.healthy:
-            report.advice.append(
-                f"{status.name} is {status.state}: run `python -m cdc_kit up` "
-                f"(its log: {s.home / 'logs' / (status.name + '.log')})"
-            )
+            report.advice.append(f"{status.name} is {status.state}: {_restart(stack, status.name)}")
     if s.mode == "embedded":
         _capture(stack, report)
     if all(status.healthy for status in statuses if status.name != "capture"):
@@ -81,6 +78,18 @@ def examine(stack: Stack) -> Report:
     total += _router(stack, report)
     report.add("memory", f"{megabytes(total)} for the stack and the router")
     return report
+
+
+#: docker-compose.yaml's name for a service, where it differs from the kit's.
+COMPOSE_NAMES = {"broker": "redpanda"}
+
+
+def _restart(stack: Stack, name: str) -> str:
+    """How to bring a service back: the kit starts embedded ones, docker compose the others."""
+    if stack.settings.mode == "docker":
+        service = COMPOSE_NAMES.get(name, name)
+        return f"run `docker compose up -d` (its log: `docker compose logs {service}`)"
+    return f"run `python -m cdc_kit up` (its log: {stack.service(name).log_file})"
 
 
 def _capture(stack: Stack, report: Report) -> None:

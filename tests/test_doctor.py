@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from cdc_kit import doctor
 from cdc_kit.config import settings_env
-from tests.conftest import REPO, router_held_elsewhere
+from cdc_kit.services.process import free_ports
+from cdc_kit.stack import Stack
+from tests.conftest import REPO, default_settings, router_held_elsewhere
 
 
 def test_doctor_names_the_router_process_the_slots_and_the_dead_letters(stack, isolated) -> None:
@@ -33,3 +39,25 @@ def test_doctor_names_the_router_process_the_slots_and_the_dead_letters(stack, i
     assert "1 waiting (decode: 1)" in report
     assert "replay_dead_letters()" in report
     assert f"the capture's slot {settings.slot_name} does not exist" in report
+
+
+@pytest.mark.parametrize(
+    ("mode", "advice"),
+    [
+        ("embedded", "broker is stopped: run `python -m cdc_kit up` (its log: {home}/logs/"
+                     "broker.log)"),
+        ("docker", "broker is stopped: run `docker compose up -d` (its log: `docker compose "
+                   "logs redpanda`)"),
+    ],
+)
+def test_doctor_says_how_to_start_a_service_that_is_down(
+    tmp_path: Path, mode: str, advice: str
+) -> None:
+    """Nothing runs here: the advice names the command of the mode and where its log is (the
+    compose file calls the broker redpanda)."""
+    pg, kafka, clickhouse = free_ports(3)
+    settings = default_settings(
+        home=tmp_path / "home", mode=mode, pg_port=pg, kafka_port=kafka, clickhouse_port=clickhouse
+    )
+    report = doctor.examine(Stack(settings))
+    assert advice.format(home=tmp_path / "home") in report.advice
