@@ -90,6 +90,22 @@ def test_lesson09_passes_on_the_solution(
     assert change_lab.ch_final("product", product)["price"].iloc[0] == Decimal("22.00")
 
 
+def test_lesson09_passes_when_the_handler_bypasses_the_lab(
+    stack: Stack, change_lab: ChangeLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A handler that writes PostgreSQL itself: the check follows FINAL, and times nothing."""
+    product = change_lab.insert("product", price="20.00").id
+
+    def handler(_button: ipywidgets.Button) -> None:
+        run_sql(stack, "UPDATE product SET price = 22.00 WHERE id = :id", id=product)
+
+    lesson09.check_raise_button(change_lab, button(handler), product)
+    out = capsys.readouterr().out
+    assert "✓ one click raised product" in out
+    assert "commit -> FINAL" not in out
+    assert change_lab.ch_final("product", product)["price"].iloc[0] == Decimal("22.00")
+
+
 # ---- lesson 10: count the accounts right ------------------------------------------------------
 @pytest.fixture()
 def accounts(stack: Stack) -> Iterator[tuple[str, Router]]:
