@@ -78,6 +78,17 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, every: float 
         time.sleep(every)
 
 
+def parked_letters(router: Any, table: str, ids: Any) -> list[tuple[str, str, str]]:
+    """(key, stage, reason) of the router's dead letters for rows `ids` of `table`: events it
+    parked and did not replay, in topic order (a letter's key is "table:id")."""
+    keys = {f"{table}:{id}" for id in ids}
+    return [
+        (letter["key"], letter["stage"], letter["error"])
+        for letter in router.dead_letters()
+        if letter["key"] in keys
+    ]
+
+
 def topic_events(stack: Any, table: str) -> pd.DataFrame:
     """Every event of `table` on the change topic, oldest first (the topic is the real state)."""
     return recent_events(stack, limit=1_000_000, table=table)

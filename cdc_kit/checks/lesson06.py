@@ -10,7 +10,7 @@ from clickhouse_connect.driver.binding import quote_identifier
 from sqlalchemy import text
 
 from cdc_kit import olap
-from cdc_kit.checks.common import CheckFailed, passed, require_answer
+from cdc_kit.checks.common import CheckFailed, parked_letters, passed, require_answer
 from cdc_kit.warehouse import table_exists
 
 TABLE = "refund"
@@ -24,12 +24,7 @@ REPLAY_HINT = "router.replay_dead_letters() routes the parked refunds again, now
 
 def parked_refunds(router: Any, refund_ids: list[int]) -> list[tuple[str, str, str]]:
     """(key, stage, reason) of this run's refunds that the router parked and did not replay."""
-    keys = {f"{TABLE}:{refund_id}" for refund_id in refund_ids}
-    return [
-        (letter["key"], letter["stage"], letter["error"])
-        for letter in router.dead_letters()
-        if letter["key"] in keys
-    ]
+    return parked_letters(router, TABLE, refund_ids)
 
 
 def _clickhouse_refunds(stack: Any, refund_ids: list[int]) -> dict[int, tuple] | None:

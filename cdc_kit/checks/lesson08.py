@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cdc_kit import olap
-from cdc_kit.checks.common import CheckFailed, passed, require_answer
+from cdc_kit.checks.common import CheckFailed, parked_letters, passed, require_answer
 from cdc_kit.warehouse import table_columns
 
 TABLE = "lesson08_shipment"
@@ -16,13 +16,6 @@ READ_HINT = (  # what the learner runs, shown as text
     f"SELECT cost FROM {TABLE} FINAL WHERE id = {{id:UInt64}} "  # noqa: S608
     "with parameters={'id': freight_id}"
 )
-
-
-def _parked(router: Any, freight_id: int) -> tuple[str, str] | None:
-    """(stage, reason) if the router parked the freight shipment's event and did not replay it."""
-    key = f"{TABLE}:{freight_id}"
-    letters = [letter for letter in router.dead_letters() if letter["key"] == key]
-    return (letters[-1]["stage"], letters[-1]["error"]) if letters else None
 
 
 def check_cost_column(
@@ -39,9 +32,9 @@ def check_cost_column(
     model_type = olap.column_types(model)["cost"] if model is not None else None
     ch = stack.clickhouse()
     column_type = table_columns(ch, stack.settings.clickhouse_database, TABLE).get("cost")
-    parked = _parked(router, freight_id)
-    if parked is not None:
-        stage, reason = parked
+    parked = parked_letters(router, TABLE, [freight_id])
+    if parked:
+        _, stage, reason = parked[-1]
         if model_type == "Decimal(6, 2)":
             raise CheckFailed(
                 f"the freight event is still parked at stage {stage} ({reason}): the router's "
