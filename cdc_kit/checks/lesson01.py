@@ -49,18 +49,16 @@ def check_price(
             "conn:`, with {'price': target_price, 'id': second_id}",
         )
     ch = stack.clickhouse()
-    final = ch.query(
-        "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64}", parameters={"id": product_id}
-    ).result_rows
-    if not final or final[0][0] != target:
-        stored = final[0][0] if final else "no row"
+    database = stack.settings.clickhouse_database
+    final = row_versions(ch, database, "product", product_id, ["price"], final=True)
+    if final.empty or final["price"].iloc[0] != target:
+        stored = final["price"].iloc[0] if len(final) else "no row"
         raise CheckFailed(
             f"ClickHouse (FINAL) still has {stored} for product {product_id}: the change has "
             "not been routed",
             "router.catch_up() writes what PostgreSQL committed into ClickHouse",
         )
-    final_lsn = final[0][1]
-    database = stack.settings.clickhouse_database
+    final_lsn = int(final["lsn"].iloc[0])
     versions = row_versions(ch, database, "product", product_id, ["price"])
     price = _decimal(clickhouse_price, "clickhouse_price")
     lsn = as_lsn_int(clickhouse_lsn, "clickhouse_lsn")

@@ -8,7 +8,7 @@ from typing import Any
 
 from cdc_kit import olap
 from cdc_kit.checks.common import CheckFailed, parked_letters, passed, require_answer
-from cdc_kit.warehouse import table_columns
+from cdc_kit.warehouse import row_versions, table_columns
 
 TABLE = "lesson08_shipment"
 MODIFY = f"ch.command('ALTER TABLE {TABLE} MODIFY COLUMN cost Decimal(10, 2)')"
@@ -31,7 +31,8 @@ def check_cost_column(
     model = router.registry.get(TABLE)
     model_type = olap.column_types(model)["cost"] if model is not None else None
     ch = stack.clickhouse()
-    column_type = table_columns(ch, stack.settings.clickhouse_database, TABLE).get("cost")
+    database = stack.settings.clickhouse_database
+    column_type = table_columns(ch, database, TABLE).get("cost")
     parked = parked_letters(router, TABLE, [freight_id])
     if parked:
         _, stage, reason = parked[-1]
@@ -52,16 +53,13 @@ def check_cost_column(
             "five-digit cost fits by accident; over 21,474,836.47 it would be refused",
             f"change the column's type as a person would: {MODIFY}",
         )
-    rows = ch.query(
-        f"SELECT cost FROM {TABLE} FINAL WHERE id = {{id:UInt64}}",  # noqa: S608 - a constant
-        parameters={"id": freight_id},
-    ).result_rows
-    if not rows:
+    final = row_versions(ch, database, TABLE, freight_id, ["cost"], final=True)
+    if final.empty:
         raise CheckFailed(
             f"shipment {freight_id} is neither in ClickHouse (FINAL) nor parked",
             "router.catch_up() routes what is on the topic",
         )
-    stored = rows[0][0]
+    stored = final["cost"].iloc[0]
     if stored != freight_cost:
         raise CheckFailed(
             f"ClickHouse has the cost {stored} for shipment {freight_id}, PostgreSQL "
