@@ -150,6 +150,11 @@ def test_lesson02_the_review_table_made_from_its_olap_model(
     fails(lesson02.check_review_table, lab, ReviewOlapSignedIds, says="`id` is Int64")
     ch.command("DROP TABLE review")
 
+    by_product = create_table_sql(ReviewOlap, database=database)
+    ch.command(by_product.replace("ORDER BY (`id`)", "ORDER BY (`productId`, `id`)"))
+    fails(lesson02.check_review_table, lab, ReviewOlap, says="ordered by productId, id")
+    ch.command("DROP TABLE review")
+
 
 # ---- lesson 03: a slot moved past a fresh target, not only peeked ------------------------------
 def test_lesson03_the_text_slot_moved_past_the_target(

@@ -78,6 +78,22 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, every: float 
         time.sleep(every)
 
 
+def table_order(ch: Any, database: str, table: str) -> tuple[str, str] | None:
+    """(engine, sorting key as ClickHouse shows it) of a table; None if there is no such table."""
+    rows = ch.query(
+        "SELECT engine_full, sorting_key FROM system.tables "
+        "WHERE database = {d:String} AND name = {t:String}",
+        parameters={"d": database, "t": table},
+    ).result_rows
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def ordered_by(sorting_key: str, key: str) -> bool:
+    """True if a sorting key from `table_order` is the one column `key`: ClickHouse shows
+    ORDER BY (id) as '(id)', and a name that needs quoting in backticks."""
+    return sorting_key.strip("()` ") == key
+
+
 def parked_letters(router: Any, table: str, ids: Any) -> list[tuple[str, str, str]]:
     """(key, stage, reason) of the router's dead letters for rows `ids` of `table`: events it
     parked and did not replay, in topic order (a letter's key is "table:id")."""

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdc_kit.checks.common import CheckFailed, passed, require_answer
+from cdc_kit.checks.common import (
+    CheckFailed,
+    ordered_by,
+    passed,
+    require_answer,
+    table_order,
+)
 from cdc_kit.olap import CdcFields, CdcOlapModelBase, column_types
 from cdc_kit.warehouse import table_columns
 
@@ -42,15 +48,11 @@ def check_review_table(stack: Any, model: Any) -> None:
         )
     ch = stack.clickhouse()
     database = stack.settings.clickhouse_database
-    tables = ch.query(
-        "SELECT engine_full, sorting_key FROM system.tables "
-        "WHERE database = {db:String} AND name = 'review'",
-        parameters={"db": database},
-    ).result_rows
-    if not tables:
+    order = table_order(ch, database, "review")
+    if order is None:
         raise CheckFailed("ClickHouse has no table `review`", CREATE_HINT)
-    engine, sorting_key = tables[0]
-    if "ReplacingMergeTree" not in engine or sorting_key.strip("()") != "id":
+    engine, sorting_key = order
+    if "ReplacingMergeTree" not in engine or not ordered_by(sorting_key, "id"):
         raise CheckFailed(
             f"`review` is a {engine.split('(')[0]} ordered by {sorting_key}, not a "
             "ReplacingMergeTree ordered by the primary key (id)",

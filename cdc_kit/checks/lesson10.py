@@ -10,7 +10,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from sqlalchemy import text
 
 from cdc_kit import reconcile
-from cdc_kit.checks.common import CheckFailed, passed, require_answer
+from cdc_kit.checks.common import (
+    CheckFailed,
+    ordered_by,
+    passed,
+    require_answer,
+    table_order,
+)
 from cdc_kit.errors import first_line
 from cdc_kit.replication import slot_health
 
@@ -44,12 +50,9 @@ def same_as_source(stack: Any, table: str, registry: dict[str, type]) -> None:
 
 def sorted_by_primary_key(ch: Any, database: str, table: str, key: str = "id") -> None:
     """The ClickHouse table's sorting key (ORDER BY) is the source primary key."""
-    rows = ch.query(
-        "SELECT sorting_key FROM system.tables WHERE database = {d:String} AND name = {t:String}",
-        parameters={"d": database, "t": table},
-    ).result_rows
-    if not rows or rows[0][0].strip("()` ") != key:
-        shown = rows[0][0] if rows else "no table"
+    order = table_order(ch, database, table)
+    if order is None or not ordered_by(order[1], key):
+        shown = order[1] if order else "no table"
         raise CheckFailed(
             f"{table} is sorted by ({shown}), not by its primary key ({key})",
             "create the table from the model (router.register), which refuses any other key",
