@@ -37,18 +37,17 @@ class Workload:
                     self._one(conn)
             if between is not None:
                 between(n)
-            self._refresh()
         # The workload chose its own ids: later inserts that take theirs from the sequences
         # (lessons, the widget lab) on the shared tables must not collide with them.
         with self.engine.begin() as conn:
             oltp.advance_id_sequences(conn)
 
-    def _refresh(self) -> None:
-        """Cascading deletes remove children too: re-read which ids survive (cheap here)."""
-        with self.engine.connect() as conn:
-            for table in ("order", "orderitem"):
-                rows = conn.execute(text(f'SELECT id FROM "{table}"'))  # noqa: S608
-                self.ids[table] = {row[0] for row in rows}
+    def _after_delete(self, conn: Any) -> None:
+        """A delete cascades (a customer's orders, their items; a product's items): re-read
+        which orders and items survive, inside the transaction, whose next change may pick one."""
+        for table in ("order", "orderitem"):
+            rows = conn.execute(text(f'SELECT id FROM "{table}"'))  # noqa: S608
+            self.ids[table] = {row[0] for row in rows}
 
     def _one(self, conn: Any) -> None:
         rng = self.rng
@@ -62,6 +61,7 @@ class Workload:
             row_id = rng.choice(sorted(self.ids[table]))
             conn.execute(text(f'DELETE FROM "{table}" WHERE id = :id'), {"id": row_id})  # noqa: S608
             self.ids[table].discard(row_id)
+            self._after_delete(conn)
         else:  # a primary-key change (orderitem: no rows reference it)
             if not self.ids["orderitem"]:
                 return
