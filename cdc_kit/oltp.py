@@ -18,7 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, Session, SQLModel
 from tqdm.auto import tqdm
 
@@ -219,22 +220,41 @@ def sample_rows(scale: int = 1, seed: int = 42) -> dict[str, list[SQLModel]]:
 
 
 def load_sample_data(engine: Any, scale: int = 1, progress: bool = True) -> dict[str, int]:
-    """Insert the sample rows (skipping tables that already have rows). Returns rows per table."""
-    from sqlalchemy import func, select
+    """Make sure every sample row is there; returns the rows inserted per table.
 
+    Safe from any state a learner can leave: rows are inserted by id in foreign-key order,
+    an id (or e-mail) already taken is kept as it is (`ON CONFLICT DO NOTHING`), a sample row
+    a learner deleted comes back, and the sequences move past the sample ids afterwards. An
+    order or item whose parent row is gone and cannot come back (its id now belongs to another
+    row that a unique rule keeps out) is left out rather than failing the whole load.
+    """
     rows = sample_rows(scale)
     loaded: dict[str, int] = {}
-    with session(engine) as db:
+    present: dict[str, set[int]] = {}
+    with engine.begin() as conn:
         for name, objects in tqdm(rows.items(), desc="sample data", disable=not progress):
-            model = TABLES[name]
-            if db.exec(select(func.count()).select_from(model)).one()[0]:
-                loaded[name] = 0
-                continue
-            db.add_all(objects)
-            db.flush()
-            loaded[name] = len(objects)
-        advance_id_sequences(db.connection(), [name for name, count in loaded.items() if count])
+            table = TABLES[name].__table__
+            values = [obj.model_dump() for obj in objects]
+            values = [row for row in values if _parents_present(name, row, present)]
+            before = conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for start in range(0, len(values), 5000):
+                statement = postgresql.insert(table).on_conflict_do_nothing()
+                conn.execute(statement, values[start : start + 5000])
+            present[name] = set(conn.execute(select(table.c.id)).scalars())
+            loaded[name] = len(present[name]) - before
+        advance_id_sequences(conn, [name for name, count in loaded.items() if count])
     return loaded
+
+
+#: Child table -> (column, parent table) of each foreign key.
+_PARENTS = {
+    "order": (("customerId", "customer"),),
+    "orderitem": (("orderId", "order"), ("productId", "product")),
+}
+
+
+def _parents_present(name: str, row: dict[str, Any], present: dict[str, set[int]]) -> bool:
+    return all(row[column] in present[parent] for column, parent in _PARENTS.get(name, ()))
 
 
 def advance_id_sequences(conn: Any, tables: list[str] | None = None) -> None:

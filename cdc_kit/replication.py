@@ -38,8 +38,7 @@ def confirmed_lsn(conn: Any, slot: str) -> int | None:
     """How far the slot's consumer has confirmed (None: there is no such slot)."""
     rows = _execute(
         conn,
-        "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
-        "WHERE slot_name = %s",
+        "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     )
     return int(rows[0][0]) if rows and rows[0][0] is not None else None
@@ -53,6 +52,61 @@ def check_wal_level(conn: Any) -> None:
             f"wal_level is '{level}', logical replication needs 'logical': set wal_level=logical "
             "in postgresql.conf and restart PostgreSQL (the embedded stack does this for you)"
         )
+
+
+#: Set by the kit on the servers it starts (`-c cdc_kit.lab_server=on`: the embedded server,
+#: docker-compose.yaml's); lessons change server-wide settings only where it is set.
+LAB_SERVER_SETTING = "cdc_kit.lab_server"
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What a lesson must know before it does something version- or privilege-dependent."""
+
+    version_num: int  # server_version_num: 150018 is 15.18, 180006 is 18.6
+    superuser: bool
+    lab_server: bool  # started by the kit, so a lesson may change its settings
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+    def may_change_settings(self) -> str | None:
+        """None if a lesson may change server-wide settings here, else why not (one line)."""
+        if not self.lab_server:
+            return (
+                "this PostgreSQL was not started by the kit (no cdc_kit.lab_server setting): "
+                "a lesson never changes server-wide settings on a server others may use"
+            )
+        if not self.superuser:
+            return "the lab's PostgreSQL user is not a superuser, which this step needs"
+        return None
+
+
+def server_facts(conn: Any) -> ServerFacts:
+    """The server's version, whether we are a superuser, and whether the kit started it."""
+    version, superuser, lab = _execute(
+        conn,
+        "SELECT current_setting('server_version_num')::int, "
+        "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+        "coalesce(current_setting(%s, true), '') = 'on'",
+        (LAB_SERVER_SETTING,),
+    )[0]
+    return ServerFacts(int(version), bool(superuser), bool(lab))
+
+
+def log_running_transactions(conn: Any) -> str:
+    """Write a running-transactions record into the WAL now; returns the statement used.
+
+    A logical slot's `restart_lsn` moves only at such records, which PostgreSQL writes every
+    15 s or so by itself. `pg_log_standby_snapshot()` writes one (PostgreSQL 16 and later);
+    on 15, a `CHECKPOINT` writes one too. Both need a superuser (or `pg_checkpoint`, 15+).
+    """
+    statement = (
+        "SELECT pg_log_standby_snapshot()" if server_facts(conn).major >= 16 else "CHECKPOINT"
+    )
+    _execute(conn, statement)
+    return statement
 
 
 def ensure_publication(conn: Any, name: str, schema: str = "public") -> bool:

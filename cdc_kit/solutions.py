@@ -1,8 +1,9 @@
 """The instructor's copy: every lesson notebook with each exercise cell replaced by its solution.
 
-Exercise cells carry the tag `exercise` and a stable cell id; `solutions/<notebook stem>.py`
-holds one block per id, each opened by a line `# %% <cell id>`. Solutions live outside
-`notebooks/` so a learner browsing the lessons in JupyterLab does not stumble on them.
+Exercise cells carry the tag `exercise` and a stable cell id;
+`cdc_kit/lesson_solutions/<notebook stem>.py` holds one block per id, each opened by a line
+`# %% <cell id>`. They live in the package (a self-paced learner asks for one with
+`lessonNN.solution()`), outside `notebooks/`, so nobody browsing the lessons stumbles on them.
 
     python -m cdc_kit solutions DIR      # writes DIR/<notebook>.ipynb, exercises solved
 """
@@ -20,7 +21,7 @@ from cdc_kit.errors import CdcKitError
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-SOLUTIONS = REPO / "solutions"
+SOLUTIONS = Path(__file__).resolve().parent / "lesson_solutions"
 
 EXERCISE_TAG = "exercise"
 CHECK_TAG = "check"

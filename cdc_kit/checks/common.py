@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -15,19 +17,82 @@ T = TypeVar("T")
 
 
 class CheckFailed(Exception):
-    """An exercise is not solved yet: `problem` says what is wrong, `hint` what to try."""
+    """An exercise is not solved yet: `problem` says what is wrong, the hints what to try.
 
-    def __init__(self, problem: str, hint: str = "") -> None:
-        super().__init__(problem if not hint else f"{problem}\nTry: {hint}")
+    `hint` is one line, or several that escalate: a question first, then a pointer. Each time
+    the same failure comes back (see `self_check`), the next one is shown; after the last, a
+    line names `lessonNN.solution()`. No hint spells out the answer.
+    """
+
+    def __init__(self, problem: str, hint: str | Sequence[str] = "") -> None:
+        super().__init__(problem)
         self.problem = problem
-        self.hint = hint
+        self.hints: tuple[str, ...] = (hint,) if isinstance(hint, str) else tuple(hint)
+        self.level = 0  # which hint this attempt shows (set by `self_check`)
+        self.solution_call = ""  # e.g. "lesson05.solution()", once the hints are used up
+
+    @property
+    def hint(self) -> str:
+        """The hint this attempt shows."""
+        if not self.hints:
+            return ""
+        return self.hints[min(self.level, len(self.hints) - 1)]
+
+    @property
+    def stuck(self) -> str:
+        """The last resort, shown once every hint was seen: where the worked solution is."""
+        if self.solution_call and self.level >= len(self.hints):
+            return f"Still stuck? {self.solution_call} shows a worked solution."
+        return ""
+
+    def __str__(self) -> str:
+        lines = [self.problem]
+        if self.hint:
+            lines.append(f"Try: {self.hint}")
+        if self.stuck:
+            lines.append(self.stuck)
+        return "\n".join(lines)
 
     def _render_traceback_(self) -> list[str]:
         """IPython shows these lines instead of a traceback: the learner needs no stack."""
         lines = [f"✗ Not yet: {self.problem}"]
         if self.hint:
             lines.append(f"  Try: {self.hint}")
+        if self.stuck:
+            lines.append(f"  {self.stuck}")
         return lines
+
+
+#: (check, hints) -> how often that failure was shown in this kernel.
+_ATTEMPTS: Counter[tuple[str, tuple[str, ...]]] = Counter()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def self_check(check: F) -> F:
+    """Make `check` a lesson's self-check: a failure that comes back shows the next hint.
+
+    The lesson is the check's module (`cdc_kit.checks.lesson05` -> `lesson05.solution()`).
+    """
+    lesson = check.__module__.rsplit(".", 1)[-1]
+
+    @functools.wraps(check)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except CheckFailed as failure:
+            key = (check.__qualname__, failure.hints)
+            failure.level = _ATTEMPTS[key]
+            failure.solution_call = f"{lesson}.solution()"
+            _ATTEMPTS[key] += 1
+            raise
+
+    return checked  # type: ignore[return-value]
+
+
+def forget_attempts() -> None:
+    """Start every hint from the first again (tests; a learner's kernel restart does it too)."""
+    _ATTEMPTS.clear()
 
 
 def passed(message: str) -> None:
@@ -35,12 +100,77 @@ def passed(message: str) -> None:
     print(f"✓ {message}")
 
 
+def judge_prediction(
+    prediction: Any,
+    actual: Any,
+    *,
+    name: str,
+    why: str,
+    wrong: dict[Any, str] | None = None,
+    normalise: Callable[[Any], Any] = lambda value: value,
+) -> bool:
+    """Feedback on a predict-then-observe exercise: never an error, always what happened and why.
+
+    `prediction` is what the learner wrote into the variable `name` before looking; `actual`
+    what the lab shows. `why` explains the answer; `wrong` maps typical wrong predictions to
+    what the learner probably thought. Returns True for a right prediction.
+    """
+    if is_placeholder(prediction):
+        print(
+            f"· `{name}` holds no prediction yet. Commit to one in the cell above before you "
+            f"read on; it pays off. The answer: {actual!r}. {why}"
+        )
+        return False
+    if normalise(prediction) == normalise(actual):
+        print(f"✓ You predicted {prediction!r}: right. {why}")
+        return True
+    print(f"✗ You predicted {prediction!r}; it is {actual!r}.")
+    thought = (wrong or {}).get(normalise(prediction))
+    if thought:
+        print(f"  {thought}")
+    print(f"  {why}")
+    return False
+
+
+def show_solution(lesson: str, cell_id: str | None = None) -> None:
+    """Show the worked solution of a lesson's build exercise(s) (or of one exercise cell).
+
+    Predictions (`exercise-predict-...`) are left out: their answer is in the lesson itself.
+    """
+    from cdc_kit.solutions import SOLUTIONS, read_solutions
+
+    number = lesson.rsplit(".", 1)[-1].removeprefix("lesson")  # a module name does too
+    files = sorted(SOLUTIONS.glob(f"{number}_*.py"))
+    blocks = read_solutions(files[0]) if files else {}
+    if cell_id:
+        chosen = {cell: code for cell, code in blocks.items() if cell == cell_id}
+    else:
+        chosen = {
+            cell: code
+            for cell, code in blocks.items()
+            if not cell.startswith("exercise-predict-")
+        }
+    if not chosen:
+        print(f"no worked solution for {cell_id or lesson} is packaged with this kit")
+        return
+    text = "\n\n".join(f"# {cell}\n{code.rstrip()}" for cell, code in chosen.items())
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:  # outside Jupyter: plain text
+        print(text)
+        return
+    display(Markdown(f"One worked solution:\n\n```python\n{text}\n```"))
+
+
 def is_placeholder(value: Any) -> bool:
     """True for what an unsolved exercise cell leaves behind: `...` or None."""
     return value is None or value is Ellipsis
 
 
-def require_answer(value: Any, name: str, hint: str) -> None:
+def require_answer(value: Any, name: str, hint: str | Sequence[str]) -> None:
     """Fail with the exercise's hint while `name` still holds the placeholder."""
     if is_placeholder(value):
         raise CheckFailed(f"`{name}` still holds the placeholder ({value!r})", hint)

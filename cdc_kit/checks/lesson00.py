@@ -10,6 +10,8 @@ from cdc_kit.checks.common import (
     both_forms,
     passed,
     require_answer,
+    self_check,
+    show_solution,
     topic_events,
     wait_for,
 )
@@ -24,6 +26,7 @@ def _insert_event(stack: Any, customer_name: str) -> dict | None:
     return None if mine.empty else mine.iloc[-1].to_dict()
 
 
+@self_check
 def check_event_lsn(stack: Any, customer_name: str, event_lsn: Any) -> None:
     """`event_lsn` must be the LSN of the insert event of `customer_name` on the topic."""
     require_answer(
@@ -61,3 +64,8 @@ def check_event_lsn(stack: Any, customer_name: str, event_lsn: Any) -> None:
         "read from PostgreSQL (pg_current_wal_lsn() or the slot), not an event's own LSN",
         "take the `lsn` column of your customer's row in recent_events(...)",
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

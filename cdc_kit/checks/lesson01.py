@@ -13,6 +13,8 @@ from cdc_kit.checks.common import (
     both_forms,
     passed,
     require_answer,
+    self_check,
+    show_solution,
 )
 from cdc_kit.lsn import lsn_to_str
 from cdc_kit.warehouse import row_versions
@@ -30,6 +32,7 @@ def _decimal(value: Any, name: str) -> Decimal:
         raise CheckFailed(f"`{name}` is {value!r}, not a price", FINAL_HINT) from None
 
 
+@self_check
 def check_price(
     stack: Any, product_id: int, target_price: Any, clickhouse_price: Any, clickhouse_lsn: Any
 ) -> None:
@@ -83,3 +86,8 @@ def check_price(
         f"product {product_id} costs {target} in PostgreSQL and in ClickHouse FINAL; newest "
         f"version at lsn {both_forms(final_lsn)}, {len(versions)} version(s) stored"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -9,6 +9,8 @@ from cdc_kit.checks.common import (
     ordered_by,
     passed,
     require_answer,
+    self_check,
+    show_solution,
     table_order,
 )
 from cdc_kit.olap import CdcFields, CdcOlapModelBase, column_types
@@ -26,6 +28,7 @@ EXPECTED = {
 CREATE_HINT = "ch.command(olap.create_table_sql(ReviewOlap, database=database))"
 
 
+@self_check
 def check_review_table(stack: Any, model: Any) -> None:
     """`model` is a CDC OLAP model of `review`, and ClickHouse holds its table, made from it."""
     require_answer(
@@ -76,3 +79,8 @@ def check_review_table(stack: Any, model: Any) -> None:
         f"ClickHouse table review: {', '.join(f'{n} {t}' for n, t in columns.items())}; "
         "ReplacingMergeTree(lsn, is_deleted) ORDER BY id"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdc_kit.checks.common import CheckFailed, as_lsn_int, both_forms, passed, require_answer
+from cdc_kit.checks.common import (
+    CheckFailed,
+    as_lsn_int,
+    both_forms,
+    passed,
+    require_answer,
+    self_check,
+    show_solution,
+)
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.replication import confirmed_lsn
 
@@ -15,6 +23,7 @@ MOVE_HINT = (
 READ_HINT = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s"
 
 
+@self_check
 def check_slot_released(stack: Any, slot: str, target_lsn: str, text_slot_position: Any) -> None:
     """The slot exists, its confirmed position is at or past `target_lsn` (chosen this run),
     and `text_slot_position` is that position, read back from PostgreSQL."""
@@ -52,3 +61,8 @@ def check_slot_released(stack: Any, slot: str, target_lsn: str, text_slot_positi
         f"{slot} moved to {both_forms(position)}, past {target_lsn}: PostgreSQL may recycle "
         "the WAL before it at its next snapshot point"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -12,6 +12,8 @@ from cdc_kit.checks.common import (
     both_forms,
     passed,
     require_answer,
+    self_check,
+    show_solution,
 )
 from cdc_kit.lsn import lsn_to_str
 from cdc_kit.warehouse import row_versions
@@ -22,6 +24,7 @@ TOMBSTONE_HINT = (
 )
 
 
+@self_check
 def check_tombstone(stack: Any, product_id: int, tombstone_lsn: Any) -> None:
     """The product is gone from PostgreSQL, ClickHouse holds its tombstone, and
     `tombstone_lsn` is that tombstone's lsn."""
@@ -66,3 +69,8 @@ def check_tombstone(stack: Any, product_id: int, tombstone_lsn: Any) -> None:
         f"{lsn_to_str(answer)} is not the lsn of any version of product {product_id} in ClickHouse",
         TOMBSTONE_HINT,
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -8,7 +8,14 @@ from decimal import Decimal
 from typing import Annotated, Any, Optional
 
 from cdc_kit import olap
-from cdc_kit.checks.common import CheckFailed, is_placeholder, passed, topic_events
+from cdc_kit.checks.common import (
+    CheckFailed,
+    is_placeholder,
+    passed,
+    self_check,
+    show_solution,
+    topic_events,
+)
 
 HINT = "return TYPE_DEFAULTS[unwrap(annotation)]"
 
@@ -41,6 +48,7 @@ def _same(got: Any, wanted: Any) -> bool:
     return type(got) is type(wanted) and got == wanted
 
 
+@self_check
 def check_type_default(type_default: Callable[[Any], Any], stack: Any, deleted_id: int) -> None:
     """`type_default` gives the kit's default for every annotation, and filling the real delete
     event of product `deleted_id` with it yields a row the OLAP model accepts."""
@@ -85,3 +93,8 @@ def check_type_default(type_default: Callable[[Any], Any], stack: Any, deleted_i
         raise CheckFailed(f"the filled delete event is still invalid: {exc}", HINT) from None
     shown = ", ".join(f"{name}={value!r}" for name, value in filled.items())
     passed(f"type_default fills the delete of product {deleted_id}: {shown}")
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -10,7 +10,14 @@ from clickhouse_connect.driver.binding import quote_identifier
 from sqlalchemy import text
 
 from cdc_kit import olap
-from cdc_kit.checks.common import CheckFailed, parked_letters, passed, require_answer
+from cdc_kit.checks.common import (
+    CheckFailed,
+    parked_letters,
+    passed,
+    require_answer,
+    self_check,
+    show_solution,
+)
 from cdc_kit.warehouse import table_exists
 
 TABLE = "refund"
@@ -50,6 +57,7 @@ def _postgres_refunds(stack: Any, refund_ids: list[int]) -> dict[int, tuple]:
     return {row[0]: (row[1], Decimal(row[2]), row[3]) for row in rows}
 
 
+@self_check
 def check_refunds_routed(stack: Any, router: Any, model: Any, refund_ids: list[int]) -> None:
     """`model` is a working OLAP model of `refund`, the router routes `refund` with it, and the
     refunds `refund_ids` (written this run, parked at first) are all in ClickHouse."""
@@ -111,3 +119,8 @@ def check_refunds_routed(stack: Any, router: Any, model: Any, refund_ids: list[i
         f"all {len(source)} refunds are in ClickHouse (FINAL), equal to PostgreSQL; none is "
         f"parked; the router routes `refund` with {model.__name__}"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 from clickhouse_connect.driver.exceptions import DatabaseError
 from sqlalchemy import text
 
-from cdc_kit.checks.common import CheckFailed, passed, require_answer
+from cdc_kit.checks.common import CheckFailed, passed, require_answer, self_check, show_solution
 from cdc_kit.errors import first_line
 
 TABLE = "lesson07_stock"
@@ -52,6 +52,7 @@ def _run(ch: Any, sql: str) -> dict[int, list[int]]:
     return answer
 
 
+@self_check
 def check_newest_units(stack: Any, newest_sql: Any) -> None:
     """`newest_sql` (no FINAL) returns exactly the SKUs PostgreSQL still has, each with the units
     of its newest version, while the table holds versions and tombstones that a wrong query
@@ -131,3 +132,8 @@ def check_newest_units(stack: Any, newest_sql: Any) -> None:
         f"newest_sql returns the {len(answer)} SKUs that exist, each with its newest units, as "
         f"FINAL does, from {stored} stored rows ({tombstones} of them tombstones)"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

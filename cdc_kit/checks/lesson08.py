@@ -7,7 +7,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cdc_kit import olap
-from cdc_kit.checks.common import CheckFailed, parked_letters, passed, require_answer
+from cdc_kit.checks.common import (
+    CheckFailed,
+    parked_letters,
+    passed,
+    require_answer,
+    self_check,
+    show_solution,
+)
 from cdc_kit.warehouse import row_versions, table_columns
 
 TABLE = "lesson08_shipment"
@@ -18,6 +25,7 @@ READ_HINT = (  # what the learner runs, shown as text
 )
 
 
+@self_check
 def check_cost_column(
     stack: Any, router: Any, freight_id: int, freight_cost: Decimal, answer: Any
 ) -> None:
@@ -80,3 +88,8 @@ def check_cost_column(
         f"shipment {freight_id} arrived with cost {stored}; ClickHouse's column and the model "
         f"agree on {column_type}; nothing of it is parked"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from cdc_kit.checks.common import CheckFailed, passed, require_answer, wait_for
+from cdc_kit.checks.common import (
+    CheckFailed,
+    passed,
+    require_answer,
+    self_check,
+    show_solution,
+    wait_for,
+)
 from cdc_kit.errors import CdcKitError
 
 WIRE_HINT = (
@@ -23,6 +30,7 @@ def _final_price(lab: Any, product_id: int) -> Decimal | None:
     return _price(lab.ch_final("product", product_id))
 
 
+@self_check
 def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: float = 15.0) -> None:
     """Clicking `raise_button` raises the product's price by 10 % in PostgreSQL, and the new
     price reaches ClickHouse FINAL (the router runs in the background)."""
@@ -85,3 +93,8 @@ def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: fl
         f"one click raised product {product_id} from {before} to {after} in PostgreSQL, "
         f"and ClickHouse FINAL followed{timed}"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -15,6 +15,8 @@ from cdc_kit.checks.common import (
     ordered_by,
     passed,
     require_answer,
+    self_check,
+    show_solution,
     table_order,
 )
 from cdc_kit.errors import first_line
@@ -159,6 +161,7 @@ def _diagnose(ch: Any, table: str, answer: tuple[int, Decimal], truth: tuple[int
     )
 
 
+@self_check
 def check_accounts_query(stack: Any, router: Any, accounts_sql: Any,
                          table: str = "museum_account") -> None:  # fmt: skip
     """`accounts_sql` returns (number of accounts, total balance) as PostgreSQL has them, and
@@ -185,3 +188,8 @@ def check_accounts_query(stack: Any, router: Any, accounts_sql: Any,
         f"{truth[0]} accounts, {truth[1]} in total: the same in PostgreSQL and from your query, "
         "also after one more update (merges or not)"
     )
+
+
+def solution() -> None:
+    """Show a worked solution of this lesson's build exercise."""
+    show_solution(__name__)

@@ -266,6 +266,9 @@ class PostgresService(ProcessService):
             str(self.socket_dir),
             "-h",
             self.settings.pg_host,
+            # The server tells lessons that the kit started it (replication.server_facts).
+            "-c",
+            "cdc_kit.lab_server=on",
         ]
 
     def _connect(self, database: str = "postgres", timeout: int = 2) -> Any:
