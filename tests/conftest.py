@@ -153,21 +153,27 @@ def isolated(stack: Stack) -> Iterator[tuple[Stack, Router]]:
 
 
 HOLD_THE_GROUP = """
-import time
+import sys, time
 from cdc_kit.router import Router
-router = Router()
-router.step(timeout_ms=10)
+router = Router(hands_over=sys.argv[1] == "hands-over")
+router.start()
 print("ready", flush=True)
+while router.running:
+    time.sleep(0.05)
+print("handed over to", router.stats()["handed_over_to"], flush=True)
 time.sleep(60)
 """
 
 
 @contextmanager
-def router_held_elsewhere(settings: Settings) -> Iterator[subprocess.Popen[str]]:
-    """A router in another process that has taken `settings`' router group; killed at the end
-    like an interrupted kernel (nothing is released by hand: the operating system frees it)."""
+def router_held_elsewhere(
+    settings: Settings, hands_over: bool = False
+) -> Iterator[subprocess.Popen[str]]:
+    """A router routing `settings`' group in the background in another process (a kernel of
+    lesson 09, or `python -m cdc_kit route` when `hands_over` is False); killed at the end like
+    an interrupted kernel (nothing is released by hand: the operating system frees it)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_THE_GROUP],
+        [sys.executable, "-c", HOLD_THE_GROUP, "hands-over" if hands_over else "keeps"],
         env=settings_env(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

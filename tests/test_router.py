@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from typing import Annotated, Any
@@ -17,8 +20,10 @@ from kafka import TopicPartition
 from pydantic import Field
 
 from cdc_kit import olap, warehouse
+from cdc_kit.config import settings_env
 from cdc_kit.errors import CdcKitError
 from cdc_kit.router import Router
+from cdc_kit.router.lease import HANDOVER_WAIT_S
 from cdc_kit.services.process import wait_until
 from cdc_kit.stack import Stack
 from tests.conftest import router_held_elsewhere
@@ -258,28 +263,126 @@ def test_calls_from_the_notebook_wait_for_the_running_batch(isolated) -> None:
     assert overlaps and max(overlaps) == 1
 
 
-def test_a_second_router_on_the_group_in_this_process_takes_over(isolated) -> None:
+def test_an_idle_router_holds_nothing_between_calls(isolated) -> None:
+    """A notebook that routed once and sits idle (or stopped at a failing check under Run All)
+    never blocks the next lesson's router."""
+    stack, first = isolated
+    first.step(timeout_ms=10)
+    second = Router(stack, registry=first.registry)
+    try:
+        second.step(timeout_ms=10)
+        first.step(timeout_ms=10)  # and back: each takes the group only while it works
+    finally:
+        second.close()
+
+
+def test_a_background_router_in_this_process_hands_over_when_asked(isolated) -> None:
     stack, first = isolated
     first.start()
     second = Router(stack, registry=first.registry)
     try:
         second.step(timeout_ms=10)
         assert not first.running
+        assert f"pid {os.getpid()}" in first.stats()["handed_over_to"]
         assert second.stats()["running"] is False
+        first.start()  # takes it back: second holds nothing between calls
+        assert first.running and first.stats()["handed_over_to"] is None
     finally:
+        first.close()
         second.close()
 
 
-def test_a_router_in_another_process_is_refused_in_one_line_and_freed_when_it_dies(isolated):
+def test_a_background_router_elsewhere_hands_over_between_batches_and_says_so(isolated):
     stack, router = isolated
-    with router_held_elsewhere(stack.settings) as other:
+    send(stack, [event("customer", "insert", "0/1", CUSTOMER)])
+    with router_held_elsewhere(stack.settings, hands_over=True) as other:
+        began = time.monotonic()
+        router.step(timeout_ms=10)
+        assert time.monotonic() - began < 3
+        said = other.stdout.readline()
+        assert said.startswith(f"handed over to pid {os.getpid()} ("), said
+
+
+def test_a_router_that_keeps_its_group_is_refused_in_one_line_and_freed_when_it_dies(isolated):
+    stack, router = isolated
+    with router_held_elsewhere(stack.settings, hands_over=False) as other:
         with pytest.raises(CdcKitError) as refused:
             router.step(timeout_ms=10)
         message = str(refused.value)
         assert f"pid {other.pid}" in message and "\n" not in message
-        assert "another group" in message
+        assert "keeps its group" in message and "another group" in message
     # The other process was killed like an interrupted kernel: nothing was released by hand.
     router.step(timeout_ms=10)  # the operating system released the lease
+
+
+def test_a_router_that_does_not_answer_is_named_after_a_few_seconds(isolated) -> None:
+    stack, router = isolated
+    with router_held_elsewhere(stack.settings, hands_over=True) as other:
+        other.send_signal(signal.SIGSTOP)  # a kernel that hangs
+        try:
+            began = time.monotonic()
+            with pytest.raises(CdcKitError) as refused:
+                router.step(timeout_ms=10)
+            waited = time.monotonic() - began
+        finally:
+            other.send_signal(signal.SIGCONT)
+        assert HANDOVER_WAIT_S <= waited < HANDOVER_WAIT_S + 3
+        message = str(refused.value)
+        assert f"pid {other.pid}" in message and "did not hand it over within" in message
+        assert "\n" not in message
+        assert not router._lease.request_path.exists(), "the request is taken back"
+
+
+TAKE_TURNS = """
+import sys
+from cdc_kit import olap
+from cdc_kit.router import Router
+router = Router(registry=dict(olap.OLAP_MODELS))
+for line in sys.stdin:
+    consumed = 0
+    while (result := router.step(timeout_ms=300)).consumed:
+        consumed += result.consumed
+    print(consumed, flush=True)
+"""
+
+
+def test_two_routers_in_two_processes_take_turns_and_route_every_event_once(isolated) -> None:
+    """Each turn starts from the group's committed offset, never from a stale position: the
+    router here read offsets 0-9 before the other one read 10-19, and must go on at 20."""
+    stack, here = isolated
+    other = subprocess.Popen(
+        [sys.executable, "-c", TAKE_TURNS],
+        env=settings_env(stack.settings),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def turn_elsewhere() -> int:
+        other.stdin.write("turn\n")
+        other.stdin.flush()
+        return int(other.stdout.readline())
+
+    def turn_here() -> int:
+        consumed = 0
+        while (result := here.step(timeout_ms=300)).consumed:
+            consumed += result.consumed
+        return consumed
+
+    try:
+        sent = 0
+        for turn in (turn_here, turn_elsewhere) * 3:
+            batch = [
+                event("customer", "insert", f"0/{sent + i}", {**CUSTOMER, "id": sent + i})
+                for i in range(1, 11)
+            ]
+            send(stack, batch)
+            sent += len(batch)
+            assert turn() == len(batch), "each turn routes exactly what arrived since the last"
+    finally:
+        other.stdin.close()
+        other.wait(30)
+    assert len(final_rows(stack, "customer")) == sent
 
 
 # ---- models the router could never write are refused early --------------------------------

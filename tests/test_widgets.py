@@ -285,6 +285,26 @@ def test_panel_router_toggle_stops_and_starts_the_router(
     panel.close(release_router=False)
 
 
+def test_the_panel_says_when_its_router_handed_the_group_over(
+    lab: ChangeLab, running_router: Router, stack: Stack
+) -> None:
+    """Another lesson's router asks for the group: the panel's router stops and says so."""
+    panel = LabPanel(lab, running_router)
+    other = Router(stack)
+    try:
+        other.catch_up()  # the next lesson's first cell
+        panel.refresh()
+        assert not running_router.running and panel.router_button.value is False
+        assert "handed its group over to pid" in panel.status.value
+        panel.router_button.value = True  # take it back: the other router holds nothing now
+        assert running_router.running
+    finally:
+        other.close()
+        panel.close(release_router=False)
+        if not running_router.running:
+            running_router.start()
+
+
 def test_the_panel_refreshes_itself_from_its_event_loop(
     lab: ChangeLab, running_router: Router
 ) -> None:

@@ -14,7 +14,10 @@ Rules that make it safe to lift into production:
 - after each batch the router records the end LSN of the last transaction it fully wrote,
   which capture needs before it lets PostgreSQL forget those changes;
 - one router per consumer group at a time, and one batch at a time per router: calls from a
-  notebook (`step`, `dead_letters`, `replay_dead_letters`) wait for the running batch.
+  notebook (`step`, `dead_letters`, `replay_dead_letters`) wait for the running batch;
+- a router holds its group only while it works (a `step`, a `catch_up`, or routing in the
+  background), each time from the committed offset; a background router hands the group to a
+  router that asks for it, between two batches (`lease`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import signal
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,12 +100,15 @@ class Router:
         batch_size: int = 5000,
         poll_timeout_ms: int = 200,
         insert_settings: dict[str, Any] | None = None,
+        hands_over: bool = True,
     ) -> None:
         """`stack` (or `settings`) says where the services are.
 
         `registry`: table -> OLAP model (default: the shared `olap.OLAP_MODELS`).
         `insert_settings`: ClickHouse settings for every INSERT, e.g. `{"optimize_on_insert": 0}`
         to keep versions of one key that arrive in the same batch (lesson 07).
+        `hands_over`: while routing in the background, give the group to another router that
+        asks for it (a notebook's router does; the `route` service keeps its group).
         """
         self.settings: Settings = settings or (stack.settings if stack else get_settings())
         self.registry = registry if registry is not None else olap.OLAP_MODELS
@@ -110,7 +118,7 @@ class Router:
         self.insert_settings = dict(insert_settings or {})
         self._database = self.settings.clickhouse_database
         self._topic = self.settings.cdc_topic
-        self._lease = GroupLease(self.settings.home, self.group, self)
+        self._lease = GroupLease(self.settings.home, self.group, hands_over=hands_over)
         self._consumer: Any = None
         self._producer: Any = None
         self._admin: Any = None
@@ -122,6 +130,7 @@ class Router:
         self._progress_saved = 0  # ... and recorded in the progress table for capture
         self._progress_saved_at = 0.0
         self._thread: threading.Thread | None = None
+        self._background = False  # routing in its thread: the group stays held between batches
         self._stop = threading.Event()
         self._batch_lock = threading.RLock()  # one batch at a time, whoever asks
         self._stats_lock = threading.Lock()
@@ -138,14 +147,12 @@ class Router:
             "last_batch_at": None,
             "restarts_seen": 0,
             "lag": None,
+            "handed_over_to": None,
         }
 
     # ---- connections --------------------------------------------------------------------
     def connect(self) -> None:
-        """Take the group's lease, create clients and tables, place the consumer at its commit."""
-        if self._consumer is not None:
-            return
-        self._lease.acquire()
+        """Create the clients and the tables (the group is taken only while the router works)."""
         if self._ch is None:
             # clickhouse-connect imports pandas at its first INSERT (~0.5 s): here, rather than
             # in the first change a learner waits for.
@@ -169,6 +176,30 @@ class Router:
             self._producer = clients.rdkafka_producer(self.settings, **{"client.id": "cdc-kit-dlq"})
         if self._admin is None:
             self._admin = clients.kafka_admin(self.settings)
+
+    @contextmanager
+    def _holding_group(self) -> Iterator[None]:
+        """Hold the consumer group for one piece of work (nested calls share it).
+
+        Taking the group places a fresh consumer at the group's committed offset: another
+        router may have routed in between. Unless this router routes in the background, the
+        group is given back afterwards, so an idle notebook never blocks another one.
+        """
+        with self._batch_lock:
+            taken = not self._lease.held
+            if taken:
+                self.connect()
+                self._lease.acquire()
+            try:
+                if self._consumer is None:
+                    self._open_consumer()
+                yield
+            finally:
+                if taken and not self._background:
+                    self._give_back_group()
+
+    def _open_consumer(self) -> None:
+        """A consumer of the change topic at the group's committed offset."""
         cluster = clients.cluster_id(self._admin)
         consumer = clients.rdkafka_consumer(self.settings, self.group)
         try:
@@ -183,6 +214,17 @@ class Router:
             raise
         self._cluster_id = cluster
         self._consumer = consumer
+
+    def _give_back_group(self) -> None:
+        """Record progress, drop the consumer (its position goes stale) and the lease."""
+        try:
+            if self._ch is not None:
+                self._save_progress()
+        except DatabaseError as exc:  # ClickHouse gone: capture re-sends, nothing lost
+            log.warning("could not record progress: %s", first_line(exc))
+        finally:
+            self._reset_consumer()
+            self._lease.release()
 
     def _reset_consumer(self) -> None:
         if self._consumer is not None:
@@ -247,13 +289,12 @@ class Router:
     # ---- one batch ----------------------------------------------------------------------
     def step(self, timeout_ms: int | None = None) -> BatchResult:
         """Poll one batch, route it, write it, then commit offsets and record progress."""
-        with self._batch_lock:
+        with self._holding_group():
             return self._step(self.poll_timeout_ms if timeout_ms is None else timeout_ms)
 
     def _step(self, timeout_ms: int) -> BatchResult:
-        self.connect()
         if not self._same_broker():
-            self.connect()  # a fresh consumer at the start of the new topic
+            self._open_consumer()  # a fresh consumer at the start of the new topic
         records = self._poll(timeout_ms)
         if not records:
             self._save_progress()  # idle: a good moment to tell capture how far we are
@@ -414,22 +455,26 @@ class Router:
         conn = clients.pg_connection(self.settings)  # one connection for the whole wait
         conn.autocommit = True
         try:
-            target = replication.current_wal_lsn(conn)
-            total = BatchResult()
-            deadline = time.monotonic() + timeout
-            while True:
-                result = self.step(timeout_ms=50)
-                total += result
-                if result.consumed == 0 and self._reached(conn, target):
-                    return total
-                if time.monotonic() > deadline:
-                    raise CdcKitError(
-                        f"not caught up with PostgreSQL ({lsn_to_str(target)}) after "
-                        f"{timeout:.0f} s: is capture running (`python -m cdc_kit status`)? "
-                        f"routed so far: {total}"
-                    )
+            with self._holding_group():
+                return self._catch_up(conn, timeout)
         finally:
             conn.close()
+
+    def _catch_up(self, conn: Any, timeout: float) -> BatchResult:
+        target = replication.current_wal_lsn(conn)
+        total = BatchResult()
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.step(timeout_ms=50)
+            total += result
+            if result.consumed == 0 and self._reached(conn, target):
+                return total
+            if time.monotonic() > deadline:
+                raise CdcKitError(
+                    f"not caught up with PostgreSQL ({lsn_to_str(target)}) after "
+                    f"{timeout:.0f} s: is capture running (`python -m cdc_kit status`)? "
+                    f"routed so far: {total}"
+                )
 
     def _reached(self, conn: Any, target: int) -> bool:
         if self._progress_lsn >= target:
@@ -441,7 +486,7 @@ class Router:
     def dead_letters(self, include_replayed: bool = False) -> list[dict[str, Any]]:
         """This router group's parked events (newest state of each), as dicts for display."""
         with self._batch_lock:
-            self.connect()
+            self.connect()  # reading needs no group
             waiting = "" if include_replayed else " AND `replayed` = 0"
             table = dead_letter_table(self._database)
             query = (
@@ -458,7 +503,7 @@ class Router:
         new reason. A replayed change cannot overwrite newer data: ClickHouse keeps the row
         with the highest LSN, and a replay keeps the event's original LSN.
         """
-        with self._batch_lock:
+        with self._holding_group():
             parked = self.dead_letters()
             if not parked:
                 return BatchResult()
@@ -481,20 +526,34 @@ class Router:
 
     # ---- background thread --------------------------------------------------------------
     def start(self) -> Router:
-        """Route in a background thread (e.g. inside a notebook kernel) until `stop()`."""
+        """Route in a background thread (e.g. inside a notebook kernel) until `stop()`.
+
+        The group is taken here, in the caller's cell: a background router elsewhere is asked
+        to hand it over; one that keeps it, or does not answer, is named in a one-line error.
+        """
         if self.running:
             return self
-        self._lease.acquire()  # refuse at once, in the caller's cell, if another router runs
+        with self._batch_lock:
+            self.connect()
+            self._lease.acquire()
+            self._background = True
+        self._set("handed_over_to", None)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="cdc-kit-router", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the background thread after its current batch."""
+        """Stop the background thread after its current batch (and give the group back)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():  # a later start() would run a second loop beside it
+                raise CdcKitError(
+                    f"the router's thread did not stop within {timeout:.0f} s (a batch is still "
+                    "running: ClickHouse or Kafka slow to answer?); call stop() again"
+                )
         self._thread = None
 
     @property
@@ -503,17 +562,36 @@ class Router:
 
     def _loop(self) -> None:
         backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                self.step()
-                backoff = 0.5
-            except Exception as exc:  # noqa: BLE001 - the loop must survive any failure
-                self._set("last_error", one_line(exc))
-                log.error("router batch failed (%s); retrying in %.1f s", first_line(exc), backoff)
-                with self._batch_lock:
-                    self._reset_consumer()
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+        try:
+            while not self._stop.is_set():
+                asker = self._lease.handover_requested() if self._lease.hands_over else None
+                if asker is not None:
+                    self._hand_over(asker)
+                    return
+                try:
+                    self.step()
+                    backoff = 0.5
+                except Exception as exc:  # noqa: BLE001 - the loop must survive any failure
+                    self._set("last_error", one_line(exc))
+                    log.error(
+                        "router batch failed (%s); retrying in %.1f s", first_line(exc), backoff
+                    )
+                    with self._batch_lock:
+                        self._reset_consumer()
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            with self._batch_lock:
+                self._background = False
+                self._give_back_group()
+
+    def _hand_over(self, asker: dict[str, Any]) -> None:
+        """Another router asked for the group: stop here (the loop's end gives it back)."""
+        who = f"pid {asker['pid']} ({asker['name']}) at {time.strftime('%H:%M:%S')}"
+        self._set("handed_over_to", who)
+        log.warning(
+            "router group %r handed over to %s; router.start() takes it back", self.group, who
+        )
 
     # ---- statistics ---------------------------------------------------------------------
     def _record(self, result: BatchResult) -> None:
@@ -569,18 +647,12 @@ class Router:
         """Stop, close the clients and give up the group's lease (another router may start)."""
         self.stop()
         with self._batch_lock:
-            if self._ch is not None:
-                try:
-                    self._save_progress()
-                except DatabaseError as exc:  # ClickHouse gone: capture re-sends, nothing lost
-                    log.warning("could not record progress on close: %s", first_line(exc))
-            self._reset_consumer()
+            self._give_back_group()
             if self._producer is not None:
                 self._producer.flush(10)
             if self._admin is not None:
                 self._admin.close()
             self._producer = self._admin = None
-            self._lease.release()
 
     def __enter__(self) -> Router:
         return self
@@ -608,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    router = Router(batch_size=args.batch_size)
+    router = Router(batch_size=args.batch_size, hands_over=False)  # a service keeps its group
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

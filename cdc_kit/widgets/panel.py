@@ -68,6 +68,7 @@ class LabPanel:
 
         self.lab = lab
         self.router = router
+        self._handover_said: str | None = None
         self.refresh_s = refresh_s
         self.watching: tuple[str, int] | None = None
         self._task: asyncio.Task | None = None
@@ -260,6 +261,14 @@ class LabPanel:
         self.stats_view.value = _titled("Router", _html_table(frame, ""))
         if hasattr(self, "router_button") and self.router_button.value != self.router.running:
             self.router_button.value = bool(self.router.running)
+        handed_over_to = stats.get("handed_over_to")
+        if handed_over_to and handed_over_to != self._handover_said:
+            # Another lesson's router asked for the consumer group: this one stopped for it.
+            self._handover_said = handed_over_to
+            self._say(
+                f"the router handed its group over to {handed_over_to}; "
+                "press 'router stopped' to take it back"
+            )
 
     # ---- handlers: each calls the lab, then shows the result ------------------------------------
     def _on_table(self, change: dict[str, Any]) -> None:
