@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -107,6 +109,68 @@ def run_notebook(
     began = time.monotonic()
     client.execute(**({"env": env} if env is not None else {}))
     return time.monotonic() - began
+
+
+@dataclass
+class RunAll:
+    """A notebook run as JupyterLab's Run All runs it: stopped at the first failing cell, its
+    kernel left alive (as JupyterLab leaves it) until `shutdown()`."""
+
+    notebook: nbformat.NotebookNode
+    client: Any
+    failed_at: int | None  # index of the cell that failed, or None
+    seconds: float
+
+    @property
+    def failed_cell(self) -> nbformat.NotebookNode | None:
+        return None if self.failed_at is None else self.notebook.cells[self.failed_at]
+
+    def error(self) -> str:
+        """`ename: evalue` of the failing cell's error, or ''."""
+        cell = self.failed_cell
+        for output in (cell or {}).get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"{output.get('ename')}: {output.get('evalue', '')}"
+        return ""
+
+    def pid(self) -> int | None:
+        """The kernel's process id (for memory figures)."""
+        provisioner = getattr(self.client.km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        return getattr(process, "pid", None)
+
+    def shutdown(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        self.client.kc.stop_channels()
+        run_sync(self.client.km.shutdown_kernel)(now=True)  # the manager is an async one
+
+
+def run_all(
+    notebook: nbformat.NotebookNode, env: dict[str, str] | None = None, timeout: int = 300
+) -> RunAll:
+    """Run every cell until the first error, in a new kernel that stays alive afterwards."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.km = client.create_kernel_manager()
+    client.start_new_kernel(**({"env": env} if env is not None else {}))
+    client.start_new_kernel_client()
+    began = time.monotonic()
+    failed_at = None
+    for index, cell in enumerate(notebook.cells):
+        try:
+            client.execute_cell(cell, index)
+        except CellExecutionError:
+            failed_at = index
+            break
+    return RunAll(notebook, client, failed_at, time.monotonic() - began)
 
 
 def write_solved(

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -187,6 +188,48 @@ def router_held_elsewhere(
         holder.wait()
         holder.stdout.close()
         holder.stderr.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@contextmanager
+def running_api(settings: Settings) -> Iterator[httpx.Client]:
+    """`python -m cdc_kit api --port N` on `settings`' services, started as a learner starts
+    it; a client for it once it answers /health."""
+    port = free_ports(1)[0]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cdc_kit", "api", "--port", str(port)],
+        env=settings_env(settings),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                output = server.stdout.read() if server.stdout else ""
+                pytest.fail(f"the API server exited: {output}")
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the API server did not answer /health within 120 s")
+            time.sleep(0.2)
+        yield client
+    finally:
+        client.close()
+        stop(server)
 
 
 # ---- the lessons' self-checks ----------------------------------------------------------------

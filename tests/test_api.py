@@ -27,9 +27,10 @@ from cdc_kit.stack import Stack
 from tests.conftest import (
     REPO,
     drop_slot_and_publication,
-    free_ports,
     isolated_settings,
+    running_api,
     settings_from,
+    stop,
 )
 
 # The seed's "Create Test Data" commands, byte for byte (README, "What to Verify").
@@ -45,14 +46,6 @@ SEED_PRODUCT = """{
     "price": "29.99"
   }"""
 JSON = {"Content-Type": "application/json"}
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -96,34 +89,8 @@ def api_lab(stack: Stack, stack_env: dict[str, str]) -> Iterator[Settings]:
 @pytest.fixture(scope="module")
 def api(api_lab: Settings) -> Iterator[httpx.Client]:
     """`python -m cdc_kit api --port N`, started as a learner starts it."""
-    port = free_ports(1)[0]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cdc_kit", "api", "--port", str(port)],
-        env=settings_env(api_lab),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                output = server.stdout.read() if server.stdout else ""
-                pytest.fail(f"the API server exited: {output}")
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the API server did not answer /health within 120 s")
-            time.sleep(0.2)
+    with running_api(api_lab) as client:
         yield client
-    finally:
-        client.close()
-        stop(server)
 
 
 def post(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""Every lesson notebook runs against the real stack, three ways.
+"""Every lesson notebook runs against the real stack, four ways.
 
-(a) the solved copies (`python -m cdc_kit solutions`), all in order, on the shared session
-    stack: "works after the others"; each notebook's time is printed (one ordered pass should
-    stay under 2 minutes in total);
+(a) the room: after the seed's API walkthrough and a Bulk, every unsolved lesson with Run All
+    (each must stop at an exercise's check), then every solved copy, in order, with all those
+    kernels left alive: "works after the others, from any state, beside their kernels";
 (b) each unsolved notebook, errors allowed: its `check` cells, and only those, must fail;
 (c) each solved notebook alone on a fresh stack of its own: "works on a fresh stack";
 (d) each solved notebook with every code cell run twice in a row: cells are idempotent.
@@ -24,17 +24,19 @@ from cdc_kit.errors import CdcKitError
 from cdc_kit.solutions import (
     CHECK_TAG,
     EXERCISE_TAG,
+    RunAll,
     lesson_notebooks,
+    run_all,
     run_notebook,
     tagged,
     write_solved,
 )
 from cdc_kit.stack import Stack, scratch_stack
-from tests.conftest import run_cli
+from cdc_kit.widgets import ChangeLab
+from tests.conftest import run_cli, running_api
 
 LESSONS = lesson_notebooks()
 IDS = [path.stem for path in LESSONS]
-ORDERED_PASS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
@@ -81,17 +83,59 @@ def test_notebook_is_committed_clean_with_stable_exercise_ids(path: Path) -> Non
         )
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=IDS)
-def test_solved_notebooks_run_in_order(
-    path: Path, solved_dir: Path, stack: Stack, capsys: pytest.CaptureFixture[str]
+def seed_walkthrough_and_a_bulk(stack: Stack) -> None:
+    """What a room has done before the first lesson: the seed's API walkthrough (a customer,
+    a product, an order, as its README's curl commands do) and the widget lab's Bulk."""
+    jane = {"email": "jane@example.com", "name": "Jane Doe", "country": "USA",
+            "city": "San Francisco"}  # fmt: skip
+    mouse = {"name": "Wireless Mouse", "category": "Electronics", "price": "29.99"}
+    with running_api(stack.settings) as api:
+        customer = api.post("/api/customers", json=jane).json()
+        product = api.post("/api/products", json=mouse).json()
+        order = api.post("/api/orders", json={"customerId": customer["id"], "total": "29.99"})
+        assert order.status_code == 201 and product["id"], order.text
+    lab = ChangeLab(stack, seed=19)
+    lab.bulk(100)
+    lab.close()
+
+
+@pytest.mark.slow
+def test_a_room_runs_every_lesson_with_the_kernels_of_the_earlier_ones_alive(
+    solved_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, seconds = execute(solved_dir / path.name)
-    ORDERED_PASS[path.stem] = seconds
-    report(
-        capsys,
-        f"{path.stem}: {seconds:.1f} s solved, in order "
-        f"(ordered pass so far: {sum(ORDERED_PASS.values()):.1f} s)",
-    )
+    """The room: after the seed's walkthrough and a Bulk, every learner's lesson runs with Run
+    All (stopping at its first failing cell, as JupyterLab does) and its kernel stays alive.
+    Each unsolved lesson must stop at an exercise's check, and nowhere else; then the solved
+    copies run the same way, beside all those kernels, and pass."""
+    alive: list[RunAll] = []
+    with scratch_stack(mode="embedded") as room:
+        env = settings_env(room.settings)
+        try:
+            seed_walkthrough_and_a_bulk(room)
+            for path in LESSONS:
+                run = run_all(nbformat.read(path, as_version=4), env)
+                alive.append(run)
+                cell = run.failed_cell
+                assert cell is not None and tagged(cell, CHECK_TAG), (
+                    f"{path.name} (unsolved) stopped at {cell and cell.get('id')}: {run.error()}"
+                )
+                assert run.error().startswith("CheckFailed"), run.error()
+                report(capsys, f"{path.stem}: unsolved, stopped at {cell.id} after "
+                               f"{run.seconds:.1f} s")  # fmt: skip
+            solved_seconds = 0.0
+            for path in LESSONS:
+                run = run_all(nbformat.read(solved_dir / path.name, as_version=4), env)
+                alive.append(run)
+                assert run.failed_at is None, (
+                    f"{path.name} (solved) failed at {run.failed_cell.get('id')}: {run.error()}"
+                )
+                solved_seconds += run.seconds
+                beside = f"beside {len(alive) - 1} live kernels"
+                report(capsys, f"{path.stem}: solved in {run.seconds:.1f} s {beside} "
+                               f"({solved_seconds:.0f} s so far)")  # fmt: skip
+        finally:
+            for run in alive:
+                run.shutdown()
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=IDS)
