@@ -1,11 +1,14 @@
-"""Memory of one learner's lab: the embedded stack + JupyterLab + one kernel running the router.
+"""Memory of one learner's lab: the embedded stack + JupyterLab + the kernels a learner leaves.
 
 This is what a Binder session (about 2 GB) or one seat on a shared workshop server must hold.
 A fresh stack (with capture) starts in a temp folder; `jupyter lab` runs as a server; a kernel
 (started with jupyter_client, as JupyterLab starts them) opens the stack, loads the sample data
 and starts a Router in a thread. Memory is read at three moments: stack idle, stack + lab +
-an idle kernel, and after the kernel routed the sample data. RSS counts shared pages once per
-process (an upper bound); PSS shares them out (what the machine really spends).
+an idle kernel, and after the kernel routed the sample data. Then, on a second fresh stack with
+its own JupyterLab, every lesson runs with Run All, in order, each in a kernel of its own that
+stays alive afterwards (JupyterLab keeps kernels until they are shut down): the fourth moment.
+RSS counts shared pages once per process (an upper bound); PSS shares them out (what the
+machine really spends).
 
 Run: `python bench/bench_binder_memory.py`.
 """
@@ -24,6 +27,7 @@ from jupyter_client.manager import KernelManager
 
 from cdc_kit.config import settings_env
 from cdc_kit.services.process import free_ports
+from cdc_kit.solutions import RunAll, lesson_notebooks, run_all, solve
 from cdc_kit.stack import Stack, scratch_stack
 
 MB = 2**20
@@ -113,6 +117,32 @@ def start_lab(env: dict[str, str], home: Path) -> subprocess.Popen:
     return lab
 
 
+def lessons_left_alive(stack: Stack) -> dict[str, list[float]]:
+    """Every solved lesson with Run All, in order, its kernel left alive; then the memory."""
+    env = settings_env(stack.settings)
+    lab = start_lab(env, stack.settings.home)
+    lessons: list[RunAll] = []
+    try:
+        for path in lesson_notebooks():
+            lessons.append(run_all(solve(path), env, timeout=600))
+            failed = lessons[-1].failed_cell
+            if failed is not None:
+                raise RuntimeError(f"{path.name} failed at {failed.id}: {lessons[-1].error()}")
+        time.sleep(2)
+        pids = [lesson.pid() for lesson in lessons if lesson.pid()]
+        parts = {
+            **stack_parts(stack),
+            "jupyterlab": tree(lab.pid),
+            "11 lesson kernels": [proc for pid in pids for proc in tree(pid)],
+        }
+        return {name: list(value) for name, value in snapshot(parts).items()}
+    finally:
+        for lesson in lessons:
+            lesson.shutdown()
+        lab.terminate()
+        lab.wait(30)
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     results: dict[str, dict[str, list[float]]] = {}
@@ -142,12 +172,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
             kernel.shutdown_kernel(now=True)
             lab.terminate()
             lab.wait(30)
+    with scratch_stack() as stack:
+        results["stack + lab + 11 lessons' kernels alive"] = lessons_left_alive(stack)
     print("memory of one lab, MB (RSS = upper bound, PSS = shared pages split; goal < 2048)")
     for moment, parts in results.items():
         rss = sum(v[0] for v in parts.values())
         pss = sum(v[1] for v in parts.values())
         detail = ", ".join(f"{name} {v[1]:.0f}" for name, v in parts.items())
-        print(f"  {moment:<32} RSS {rss:7.0f}  PSS {pss:7.0f}   (PSS: {detail})")
+        print(f"  {moment:<40} RSS {rss:7.0f}  PSS {pss:7.0f}   (PSS: {detail})")
     return results
 
 

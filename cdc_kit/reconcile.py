@@ -1,7 +1,7 @@
 """Does ClickHouse hold exactly what PostgreSQL holds? Row by row, per table.
 
 `compare(pg_engine, ch)` reads every registered table on both sides — PostgreSQL as it is now,
-ClickHouse with FINAL (deduplicated, tombstones hidden) — and reports rows that are missing in
+ClickHouse with FINAL (deduplicated, deleted rows hidden) — and reports rows that are missing in
 ClickHouse, extra there (deleted at the source but alive in the warehouse), or different.
 An empty result means the pipeline is correct for this moment.
 """

@@ -102,7 +102,7 @@ def ensure_tables(
 
 
 # ---- the seed's analytics views -----------------------------------------------------------
-#: The newest version of every row, tombstones included (`FINAL` would hide them): the seed's
+#: The newest version of every row, delete markers included (`FINAL` would hide them): the seed's
 #: README expects `is_deleted = 1` to show for a deleted order.
 _NEWEST = "(SELECT * FROM {table} ORDER BY `lsn` DESC LIMIT 1 BY {key})"
 
@@ -192,7 +192,7 @@ def row_versions(
     )
 
 
-def insert_tombstones(
+def insert_delete_markers(
     client: Any, database: str, model: type[olap.CdcOlapModelBase], lsn: int
 ) -> None:
     """TRUNCATE at the source: mark every live row deleted, at the truncate's LSN."""

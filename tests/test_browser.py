@@ -136,7 +136,7 @@ def test_widget_lab_in_a_real_browser(jupyterlab: JupyterLab, stack: Stack) -> N
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
             # The last code cell is the self-check: its ✓ means every cell ran.
-            expect(page.get_by_text("✓ one click raised product")).to_be_visible(timeout=180_000)
+            expect(page.get_by_text("✓ deleting customer")).to_be_visible(timeout=180_000)
             panel = page.locator(".cdc-lab").first
             panel.scroll_into_view_if_needed()
             expect(panel).to_be_visible()
@@ -158,16 +158,16 @@ def test_widget_lab_in_a_real_browser(jupyterlab: JupyterLab, stack: Stack) -> N
 
             panel.get_by_role("button", name="Delete").click()
             expect(final).to_contain_text("no live row", timeout=30_000)
-            # The tombstone stays among the stored versions (older ones may be merged away).
+            # The delete marker stays among the stored versions (older ones may be merged away).
             newest_version = panel.locator(".cdc-versions tbody tr").last.locator("td")
             expect(newest_version.first).to_have_text(str(customer_id))
             expect(newest_version.nth(6)).to_have_text("1")  # is_deleted
             panel.screenshot(path=str(ARTIFACTS / "widget_lab.png"))
-            live, tombstones = ch.query(
+            live, markers = ch.query(
                 "SELECT (SELECT count() FROM customer FINAL WHERE id = {id:UInt64}), "
                 "(SELECT countIf(is_deleted = 1) FROM customer WHERE id = {id:UInt64})",
                 parameters={"id": customer_id},
             ).result_rows[0]
-            assert (live, tombstones) == (0, 1)
+            assert (live, markers) == (0, 1)
         finally:
             browser.close()

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Annotated
 
-import ipywidgets
 import pytest
 
 from cdc_kit import olap
@@ -20,7 +19,7 @@ from cdc_kit.widgets import ChangeLab
 from tests.conftest import fails, run_sql
 
 
-# ---- lesson 09: a button of your own ----------------------------------------------------------
+# ---- lesson 09: how many events an order makes; a customer's delete and its cascade ----------
 @pytest.fixture(scope="module")
 def change_lab(stack: Stack, running_router: Router) -> Iterator[ChangeLab]:
     """The lab behind lesson 09's panel, with the router routing in its thread."""
@@ -29,81 +28,82 @@ def change_lab(stack: Stack, running_router: Router) -> Iterator[ChangeLab]:
     made.close()
 
 
-def button(handler=None) -> ipywidgets.Button:
-    made = ipywidgets.Button(description="+10 %")
-    if handler is not None:
-        made.on_click(handler)
-    return made
+def customer_with_an_order(lab: ChangeLab, items: int = 2) -> tuple[int, int]:
+    customer = lab.insert("customer")
+    order = lab.insert("order", customerId=customer.id, items=items)
+    lab.wait_visible(order)
+    return customer.id, order.id
 
 
-def raise_by(lab: ChangeLab, product_id: int, factor: str):
-    def handler(_button: ipywidgets.Button) -> None:
-        price = lab.pg_row("product", product_id)["price"].iloc[0]
-        new = (price * Decimal(factor)).quantize(Decimal("0.01"))
-        lab.update("product", product_id, price=new)
-
-    return handler
-
-
-def test_lesson09_fails_on_the_placeholder_and_on_a_non_button(change_lab: ChangeLab) -> None:
-    product = change_lab.insert("product", price="20.00").id
-    fails(lesson09.check_raise_button, change_lab, None, product, says="placeholder")
-    fails(lesson09.check_raise_button, change_lab, "+10 %", product, says="not a button")
-
-
-def test_lesson09_fails_on_a_button_without_a_handler(change_lab: ChangeLab) -> None:
-    product = change_lab.insert("product", price="20.00").id
-    check = lesson09.check_raise_button
-    failed = fails(check, change_lab, button(), product, says="left the price")
-    assert "on_click" in failed.hint
+@pytest.mark.parametrize(
+    ("prediction", "says"),
+    [(None, "holds no prediction"), (4, "✓ You predicted 4: right."),
+     (1, "One per transaction?"), (3, "The order row itself")],
+    ids=["placeholder", "right", "one per transaction", "items only"],
+)  # fmt: skip
+def test_lesson09_the_order_prediction_gets_feedback_never_an_error(
+    stack: Stack, change_lab: ChangeLab, prediction: object, says: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    order = change_lab.insert("order", items=3)
+    change_lab.wait_visible(order)
+    assert lesson09.reveal_order_events(prediction, stack, order.id) == 4
+    assert says in capsys.readouterr().out
 
 
-def test_lesson09_fails_on_the_wrong_raise(change_lab: ChangeLab) -> None:
-    product = change_lab.insert("product", price="20.00").id
-    wrong = button(raise_by(change_lab, product, "1.20"))
-    fails(lesson09.check_raise_button, change_lab, wrong, product, says="from 20.00 to 24.00")
+def test_lesson09_the_cascade_check_fails_on_placeholders_and_on_rows_made_elsewhere(
+    stack: Stack, change_lab: ChangeLab
+) -> None:
+    customer, order = customer_with_an_order(change_lab)
+    fails(lesson09.check_cascade, change_lab, None, order, says="placeholder")
+    fails(lesson09.check_cascade, change_lab, customer, None, says="placeholder")
+    made_by_hand = run_sql(
+        stack,
+        "INSERT INTO customer (email, name, country, city) "
+        "VALUES ('hand@example.com', 'By Hand', 'NL', 'Delft') RETURNING id",
+    )[0][0]
+    fails(lesson09.check_cascade, change_lab, made_by_hand, order, says="did not insert customer")
+    fails(lesson09.check_cascade, change_lab, customer, 10**9, says="did not insert order")
 
 
-def test_lesson09_fails_when_clickhouse_never_follows(
+def test_lesson09_the_cascade_check_fails_on_the_typical_wrong_experiments(
+    change_lab: ChangeLab,
+) -> None:
+    customer, order = customer_with_an_order(change_lab)
+    fails(lesson09.check_cascade, change_lab, customer, order, says="has not been deleted")
+    someone_elses = change_lab.insert("order", items=2)  # no customerId: a random customer
+    change_lab.wait_visible(someone_elses)
+    fails(lesson09.check_cascade, change_lab, customer, someone_elses.id, says="belongs to")
+    change_lab.wait_visible(change_lab.delete("order", order))  # the order, not its customer
+    fails(lesson09.check_cascade, change_lab, customer, order, says="you deleted order")
+    lonely = change_lab.insert("order", customerId=customer, items=[])
+    change_lab.wait_visible(lonely)
+    fails(lesson09.check_cascade, change_lab, customer, lonely.id, says="has no items")
+
+
+def test_lesson09_the_cascade_check_waits_for_a_router(
     change_lab: ChangeLab, running_router: Router
 ) -> None:
-    product = change_lab.insert("product", price="20.00").id
-    change_lab.wait_visible()
+    customer, order = customer_with_an_order(change_lab)
     running_router.stop()
     try:
-        raise_10 = button(raise_by(change_lab, product, "1.10"))
-        failed = fails(
-            lesson09.check_raise_button, change_lab, raise_10, product, 0.5,  # timeout
-            says="still shows 20.00",
-        )  # fmt: skip
-        assert "router" in failed.hint
+        change_lab.delete("customer", customer)
+        failed = fails(lesson09.check_cascade, change_lab, customer, order, 0.5,  # timeout
+                       says="FINAL still shows")  # fmt: skip
+        assert "router" in failed.hint.lower()
     finally:
         running_router.start()
 
 
-def test_lesson09_passes_on_the_solution(
+def test_lesson09_the_cascade_check_passes_on_the_solution(
     change_lab: ChangeLab, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    product = change_lab.insert("product", price="20.00").id
-    lesson09.check_raise_button(change_lab, button(raise_by(change_lab, product, "1.10")), product)
-    assert "✓ one click raised product" in capsys.readouterr().out
-    assert change_lab.ch_final("product", product)["price"].iloc[0] == Decimal("22.00")
-
-
-def test_lesson09_passes_when_the_handler_bypasses_the_lab(
-    stack: Stack, change_lab: ChangeLab, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A handler that writes PostgreSQL itself: the check follows FINAL, and times nothing."""
-    product = change_lab.insert("product", price="20.00").id
-
-    def handler(_button: ipywidgets.Button) -> None:
-        run_sql(stack, "UPDATE product SET price = 22.00 WHERE id = :id", id=product)
-
-    lesson09.check_raise_button(change_lab, button(handler), product)
+    customer, order = customer_with_an_order(change_lab)
+    change_lab.wait_visible(change_lab.delete("customer", customer))
+    lesson09.check_cascade(change_lab, customer, order)
     out = capsys.readouterr().out
-    assert "✓ one click raised product" in out
-    assert "commit -> FINAL" not in out
-    assert change_lab.ch_final("product", product)["price"].iloc[0] == Decimal("22.00")
+    assert f"deleted order {order} and its 2 items" in out
+    assert "(1 customer, 1 order, 2 items)" in out
 
 
 # ---- lesson 10: count the accounts right ------------------------------------------------------

@@ -132,12 +132,12 @@ def test_order_by_other_than_the_primary_key_is_refused() -> None:
     class ByCountry(olap.CustomerOlap):
         __order_by__ = ("country", "id")
 
-    with pytest.raises(ValueError, match="tombstone does not replace"):
+    with pytest.raises(ValueError, match="delete marker does not replace"):
         olap.create_table_sql(ByCountry)
 
 
 def test_generated_ddl_works_in_clickhouse(tmp_path) -> None:
-    """The DDL of every model runs in real ClickHouse (chDB) and FINAL hides a tombstone."""
+    """The DDL of every model runs in real ClickHouse (chDB) and FINAL hides a delete marker."""
     session = chdb.session.Session(str(tmp_path / "ch"))
     try:
         session.query("CREATE DATABASE IF NOT EXISTS local")

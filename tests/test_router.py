@@ -159,10 +159,10 @@ def test_delete_of_every_table_validates_and_hides_the_row(isolated) -> None:
     for table in rows:
         assert final_rows(stack, table) == []
         db = stack.settings.clickhouse_database
-        tombstone = stack.clickhouse().query(
+        marker = stack.clickhouse().query(
             f"SELECT is_deleted, lsn FROM `{db}`.`{table}` ORDER BY lsn DESC LIMIT 1"
         )
-        assert tombstone.result_rows == [(1, 0x20)]
+        assert marker.result_rows == [(1, 0x20)]
 
 
 def test_null_stays_null_on_update_and_toast_is_kept(isolated) -> None:
@@ -536,7 +536,7 @@ def test_the_seeds_views_answer_the_seeds_queries(isolated) -> None:
     ch = stack.clickhouse(database=db)
     rows = ch.query("SELECT order_id, customer_name, total, is_deleted, lsn FROM order_fact "
                     "ORDER BY lsn DESC LIMIT 10").result_rows  # fmt: skip
-    # The tombstone shows, with the defaults of a key-only delete, as the seed's README says.
+    # The delete marker shows, with the defaults of a key-only delete, as the seed's README says.
     assert rows == [(5, "", Decimal("0"), 1, 0x12)]
     assert ch.query("SELECT customer_id, name FROM customer_dim").result_rows == [(1, "Ada")]
 

@@ -77,7 +77,7 @@ def test_an_unchanged_toast_value_is_taken_from_the_row_routed_earlier_in_the_ba
     insert, update, delete = rows_of(batch, "docs")
     assert len(insert["body"]) == 200_000 and update["body"] == insert["body"]  # not '' or None
     assert (update["n"], update["is_deleted"]) == (1, 0)
-    assert (delete["is_deleted"], delete["body"]) == (1, None)  # a tombstone carries the key only
+    assert (delete["is_deleted"], delete["body"]) == (1, None)  # a marker carries the key only
     assert insert["lsn"] < update["lsn"] < delete["lsn"]
 
 
@@ -97,7 +97,7 @@ def test_an_unchanged_toast_value_comes_from_the_warehouse_when_the_row_is_not_i
     assert [(d.stage, "TOAST" in d.error) for d in nowhere.dead] == [("enrich", True)]
 
 
-def test_a_primary_key_change_tombstones_the_old_key() -> None:
+def test_a_primary_key_change_marks_the_old_key_deleted() -> None:
     batch = route(recorded_events("primary_key_change"), {"accounts": Accounts})
     rows = rows_of(batch, "accounts")
     assert [(r["id"], r["is_deleted"]) for r in rows] == [(5, 0), (5, 1)]
@@ -106,7 +106,7 @@ def test_a_primary_key_change_tombstones_the_old_key() -> None:
     assert [(d.stage, "note" in d.error) for d in batch.dead] == [("enrich", True)]
 
 
-def test_replica_identity_full_deletes_still_become_tombstones() -> None:
+def test_replica_identity_full_deletes_still_become_delete_markers() -> None:
     batch = route(recorded_events("identity_full"), {"people": People})
     assert batch.dead == []
     rows = rows_of(batch, "people")

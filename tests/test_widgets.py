@@ -71,7 +71,7 @@ def test_an_update_that_changes_nothing_is_refused(lab: ChangeLab) -> None:
     assert len(lab.changes) == 1
 
 
-def test_a_delete_hides_the_row_in_final_and_leaves_a_tombstone(lab: ChangeLab) -> None:
+def test_a_delete_hides_the_row_in_final_and_leaves_a_delete_marker(lab: ChangeLab) -> None:
     customer = lab.insert("customer")
     lab.wait_visible(customer)
     deletion = lab.delete("customer", customer.id)
@@ -243,7 +243,7 @@ def test_panel_buttons_call_the_lab_and_the_views_follow(
     lab.wait_visible()
     panel.refresh()
     assert "no live row" in panel.final_view.value and "no row" in panel.pg_view.value
-    assert "<td>1</td>" in panel.versions_view.value  # the tombstone's is_deleted
+    assert "<td>1</td>" in panel.versions_view.value  # the delete marker's is_deleted
     assert "routed" in panel.stats_view.value and "<table" in panel.events_view.value
     panel.close()
     assert not running_router.running

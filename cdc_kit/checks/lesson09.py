@@ -1,97 +1,154 @@
-"""Self-check of lesson 09: a button of your own, wired to the lab, changes a price end to end."""
+"""Lesson 09's exercises: how many events one order makes, and a customer's delete followed
+through PostgreSQL's cascade into ClickHouse, driven with the lab's methods."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from cdc_kit.checks.common import (
     CheckFailed,
+    judge_prediction,
     passed,
     require_answer,
     self_check,
     show_solution,
+    topic_events,
     wait_for,
 )
-from cdc_kit.errors import CdcKitError
 
-WIRE_HINT = (
-    "def raise_price(button): ... lab.update('product', product_id, price=new_price); then "
-    "raise_button = widgets.Button(description='+10 %') and raise_button.on_click(raise_price)"
+START = (
+    "Which lab method makes a row, and what does it give back?",
+    "lab.insert(...) returns a Change; its .id is the new row's id (step 1)",
 )
 
 
-def _price(row: Any) -> Decimal | None:
-    """The price in a one-row frame from `lab.pg_row` or `lab.ch_final` (None: no row)."""
-    return Decimal(row["price"].iloc[0]) if len(row) else None
+def reveal_order_events(prediction: Any, stack: Any, order_id: int) -> int:
+    """How many change events the insert of order `order_id` (with its items) published."""
+    orders = topic_events(stack, "order")
+    items = topic_events(stack, "orderitem")
+    inserts = orders["operation"] == "insert"
+    order_events = orders[(orders["key"] == f"order:{order_id}") & inserts]
+    of_order = items["payload"].map(lambda row: isinstance(row, dict) and row.get("orderId"))
+    item_events = items[(of_order == order_id) & (items["operation"] == "insert")]
+    actual = len(order_events) + len(item_events)
+    judge_prediction(
+        prediction,
+        actual,
+        name="predicted_events",
+        why=(
+            f"The order is {len(order_events)} row and its items {len(item_events)} more, all in "
+            "one transaction. Capture publishes one event per changed row, in commit order; "
+            "the transaction only keeps them together (one batch for the router)."
+        ),
+        wrong={
+            1: "One per transaction? A transaction can change thousands of rows; each is an event.",
+            len(item_events): "The order row itself is an insert too.",
+        },
+    )
+    return actual
 
 
-def _final_price(lab: Any, product_id: int) -> Decimal | None:
-    return _price(lab.ch_final("product", product_id))
+def _change(lab: Any, table: str, operation: str, row_id: int) -> Any:
+    """The lab's newest change of this kind, or None."""
+    found = [
+        change
+        for change in lab.changes
+        if (change.table, change.operation, change.id) == (table, operation, row_id)
+    ]
+    return found[-1] if found else None
+
+
+def _inserts(stack: Any, table: str, wanted: Any) -> list[dict[str, Any]]:
+    """The payloads of `table`'s insert events on the topic that `wanted(payload)` accepts."""
+    events = topic_events(stack, table)
+    inserts = events[events["operation"] == "insert"]["payload"]
+    return [row for row in inserts if isinstance(row, dict) and wanted(row)]
+
+
+def _stored(lab: Any, sql: str, **parameters: Any) -> list[tuple]:
+    return lab.ch.query(sql, parameters=parameters).result_rows
 
 
 @self_check
-def check_raise_button(lab: Any, raise_button: Any, product_id: int, timeout: float = 15.0) -> None:
-    """Clicking `raise_button` raises the product's price by 10 % in PostgreSQL, and the new
-    price reaches ClickHouse FINAL (the router runs in the background)."""
-    import ipywidgets
+def check_cascade(lab: Any, customer_id: Any, order_id: Any, timeout: float = 15.0) -> None:
+    """Customer `customer_id` and its order `order_id` (with items) were inserted through the
+    lab, the customer was deleted through the lab, and ClickHouse followed PostgreSQL's
+    cascade: a delete marker for the customer, the order and each item, none left in FINAL."""
+    require_answer(customer_id, "experiment_customer", START)
+    require_answer(order_id, "experiment_order", START)
+    if _change(lab, "customer", "insert", customer_id) is None:
+        raise CheckFailed(
+            f"this lab did not insert customer {customer_id!r}",
+            ("Did you make the customer with the lab, and keep the id it gave back?",
+             "lab.insert('customer', ...) returns a Change with the id (step 1)"),
+        )  # fmt: skip
+    if _change(lab, "order", "insert", order_id) is None:
+        raise CheckFailed(
+            f"this lab did not insert order {order_id!r}",
+            ("Did you make the order with the lab, and keep the id it gave back?",
+             "lab.insert('order', ...) makes an order with items (step 4)"),
+        )  # fmt: skip
+    # What the rows were, from their insert events: the topic keeps them, while ClickHouse
+    # may already have merged the live versions away behind their delete markers.
+    order_inserts = _inserts(lab.stack, "order", lambda row: row.get("id") == order_id)
+    owner = order_inserts[-1].get("customerId") if order_inserts else None
+    if owner is not None and owner != customer_id:
+        raise CheckFailed(
+            f"order {order_id} belongs to customer {owner}, not to your customer "
+            f"{customer_id}: deleting {customer_id} cannot take it along",
+            ("Which column of an order names its customer?",
+             "lab.insert accepts any column as a keyword, as in step 1: customerId=..."),
+        )  # fmt: skip
+    items = [row["id"] for row in _inserts(lab.stack, "orderitem",
+                                           lambda row: row.get("orderId") == order_id)]  # fmt: skip
+    if not items:
+        raise CheckFailed(
+            f"order {order_id} has no items: the cascade would have only one row to follow",
+            ("How did step 4 give its order items?", "lab.insert('order', ..., items=2)"),
+        )
+    if _change(lab, "customer", "delete", customer_id) is None:
+        if _change(lab, "order", "delete", order_id) is not None:
+            raise CheckFailed(
+                f"you deleted order {order_id} itself; the experiment deletes its customer "
+                f"({customer_id}) and watches the order and its items go along",
+                ("Which row does the experiment delete?", "lab.delete('customer', ...)"),
+            )  # fmt: skip
+        raise CheckFailed(
+            f"customer {customer_id} has not been deleted through this lab",
+            ("Which lab method deletes a row?", "lab.delete(table, id), as the panel's Delete"),
+        )  # fmt: skip
 
-    require_answer(raise_button, "raise_button", WIRE_HINT)
-    if not isinstance(raise_button, ipywidgets.Button):
+    # An item's delete marker carries its own id only (orderId is 0 there: the delete event
+    # had the key and nothing else), so items are found by the ids their live rows had.
+    final = {
+        "customer": "SELECT count() FROM customer FINAL WHERE id = {id:UInt64}",
+        "order": "SELECT count() FROM `order` FINAL WHERE id = {id:UInt64}",
+        "orderitem": "SELECT count() FROM orderitem FINAL WHERE id IN {id:Array(UInt64)}",
+    }
+    keys: dict[str, Any] = {"customer": customer_id, "order": order_id, "orderitem": items}
+
+    def alive() -> dict[str, int]:
+        counts = {table: _stored(lab, sql, id=keys[table])[0][0] for table, sql in final.items()}
+        return {table: count for table, count in counts.items() if count}
+
+    wait_for(lambda: None if alive() else True, timeout, 0.05)
+    still = alive()
+    if still:
         raise CheckFailed(
-            f"`raise_button` is a {type(raise_button).__name__}, not a button", WIRE_HINT
-        )
-    before = _price(lab.pg_row("product", product_id))
-    if before is None:
-        raise CheckFailed(
-            f"product {product_id} is gone from PostgreSQL",
-            "run the cell above the exercise again: it makes a fresh product",
-        )
-    changes_before = len(lab.changes)
-    raise_button.click()
-    after = _price(lab.pg_row("product", product_id))
-    if after == before:
-        raise CheckFailed(
-            f"clicking the button left the price of product {product_id} at {before} in "
-            "PostgreSQL (an error in your handler is printed just above)",
-            "connect a handler that takes the button as its one argument and changes "
-            f"PostgreSQL through the lab: {WIRE_HINT}",
-        )
-    wanted = before * Decimal("1.10")
-    if after is None or abs(after - wanted) > Decimal("0.01"):
-        raise CheckFailed(
-            f"one click took the price from {before} to {after}; +10 % would be "
-            f"{wanted.quantize(Decimal('0.01'))}",
-            "new_price = (price * Decimal('1.10')).quantize(Decimal('0.01')), from the price "
-            "PostgreSQL has now (lab.pg_row('product', product_id))",
-        )
-    made = [
-        change
-        for change in lab.changes[changes_before:]
-        if change.table == "product" and change.id == product_id
+            f"ClickHouse FINAL still shows {still} after {timeout:.0f} s",
+            ("Is a router routing in this kernel?",
+             "router.start(), or the panel's router toggle (step 6)"),
+        )  # fmt: skip
+    markers = [
+        _stored(lab, sql.replace(" FINAL", "") + " AND is_deleted = 1", id=keys[table])[0][0]
+        for table, sql in final.items()
     ]
-    latency = None
-    if made:
-        # Through the lab: the lab waits for this change to reach FINAL, and times it.
-        try:
-            latency = lab.wait_visible(made[-1], timeout=timeout)
-        except CdcKitError:
-            pass  # not there in time: FINAL below shows what ClickHouse has instead
-    else:
-        # A handler that bypassed the lab: follow FINAL until it shows the new price.
-        wait_for(lambda: True if _final_price(lab, product_id) == after else None, timeout, 0.05)
-    final = _final_price(lab, product_id)
-    if final != after:
-        shown = "no row" if final is None else final
-        raise CheckFailed(
-            f"PostgreSQL has {after}, but ClickHouse FINAL still shows {shown} after "
-            f"{timeout:.0f} s",
-            "is the router running? router.start(), or the panel's router toggle",
-        )
-    timed = "" if latency is None else f"; commit -> FINAL in {latency * 1000:.0f} ms"
     passed(
-        f"one click raised product {product_id} from {before} to {after} in PostgreSQL, "
-        f"and ClickHouse FINAL followed{timed}"
+        f"deleting customer {customer_id} deleted order {order_id} and its {len(items)} items "
+        "in PostgreSQL (ON DELETE CASCADE); capture published a delete event for each row, "
+        f"and ClickHouse stores delete markers for them ({markers[0]} customer, {markers[1]} "
+        f"order, {markers[2]} items): FINAL shows none of them. (An item's delete marker has "
+        "orderId 0: a delete event carries the key only.)"
     )
 
 

@@ -1,11 +1,14 @@
 """Solutions of notebooks/09_widget_lab.ipynb, one block per exercise cell id."""
 
-# %% exercise-raise-button
-def raise_price(button):
-    price = lab.pg_row("product", product_id)["price"].iloc[0]
-    lab.update("product", product_id, price=(price * Decimal("1.10")).quantize(Decimal("0.01")))
+# %% exercise-predict-order-events
+predicted_events = 4  # the order row and its 3 items: one event per changed row
 
-
-raise_button = widgets.Button(description="+10 % price")
-raise_button.on_click(raise_price)
-display(raise_button)
+# %% exercise-cascade
+customer = lab.insert("customer", name="Cascade Test")
+order = lab.insert("order", customerId=customer.id, items=2)
+lab.wait_visible(customer)
+lab.wait_visible(order)
+deleted = lab.delete("customer", customer.id)
+lab.wait_visible(deleted)
+experiment_customer = customer.id
+experiment_order = order.id

@@ -51,7 +51,7 @@ class TableRows:
 
 @dataclass
 class Truncate:
-    """TRUNCATE at the source: every live row of `table` gets a tombstone at `lsn`."""
+    """TRUNCATE at the source: every live row of `table` gets a delete marker at `lsn`."""
 
     table: str
     model: type[olap.CdcOlapModelBase]
@@ -97,7 +97,7 @@ def route(
     """Decide what every record becomes: a row of its table's INSERT, a truncate, a dead letter.
 
     Rows of one table are grouped into one INSERT, in order; a truncate closes the groups
-    before it, so rows written before it are tombstoned by it and rows after it survive.
+    before it, so rows written before it are marked deleted by it and rows after it survive.
     """
     batch = RoutedBatch(consumed=len(records))
     open_groups: dict[str, TableRows] = {}

@@ -378,7 +378,7 @@ class Router:
                     batch.dead.extend(dead_letter(r, "warehouse", reason) for r in sources)
                     continue
             if isinstance(write, Truncate):
-                warehouse.insert_tombstones(self._ch, self._database, write.model, write.lsn)
+                warehouse.insert_delete_markers(self._ch, self._database, write.model, write.lsn)
                 result.tables[write.table] += 1
             elif reason := self._type_mismatch(write):
                 batch.dead.extend(dead_letter(r, "warehouse", reason) for r in write.records)

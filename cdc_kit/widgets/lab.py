@@ -210,7 +210,7 @@ class ChangeLab:
 
     def is_visible(self, change: Change) -> bool:
         """True once ClickHouse FINAL shows this change (an insert or update with an LSN at or
-        past `wal_before`; for a delete: no live row, and a tombstone at or past it)."""
+        past `wal_before`; for a delete: no live row, and a delete marker at or past it)."""
         table = olap.table_name(olap.OLAP_MODELS[change.table], self.database)
         key = {"id": change.id}
         try:
