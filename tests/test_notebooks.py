@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from sqlalchemy import text
 
 from cdc_kit.config import settings_env
 from cdc_kit.errors import CdcKitError
@@ -83,9 +84,10 @@ def test_notebook_is_committed_clean_with_stable_exercise_ids(path: Path) -> Non
         )
 
 
-def seed_walkthrough_and_a_bulk(stack: Stack) -> None:
+def what_a_room_did_before(stack: Stack) -> None:
     """What a room has done before the first lesson: the seed's API walkthrough (a customer,
-    a product, an order, as its README's curl commands do) and the widget lab's Bulk."""
+    a product, an order, as its README's curl commands do), the widget lab's Bulk, and rows
+    deleted and a table truncated by hand."""
     jane = {"email": "jane@example.com", "name": "Jane Doe", "country": "USA",
             "city": "San Francisco"}  # fmt: skip
     mouse = {"name": "Wireless Mouse", "category": "Electronics", "price": "29.99"}
@@ -97,6 +99,9 @@ def seed_walkthrough_and_a_bulk(stack: Stack) -> None:
     lab = ChangeLab(stack, seed=19)
     lab.bulk(100)
     lab.close()
+    with stack.pg_engine().begin() as db:
+        db.execute(text("DELETE FROM product WHERE id IN (2, 3)"))  # their items go too
+        db.execute(text("TRUNCATE orderitem"))
 
 
 @pytest.mark.slow
@@ -111,7 +116,7 @@ def test_a_room_runs_every_lesson_with_the_kernels_of_the_earlier_ones_alive(
     with scratch_stack(mode="embedded") as room:
         env = settings_env(room.settings)
         try:
-            seed_walkthrough_and_a_bulk(room)
+            what_a_room_did_before(room)
             for path in LESSONS:
                 run = run_all(nbformat.read(path, as_version=4), env)
                 alive.append(run)
