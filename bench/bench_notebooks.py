@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     print("lesson run time, seconds (fresh stack, then again)")
     for name, (fresh, again) in timings.items():
         print(f"  {name:<36} {fresh:6.1f}  {again:6.1f}")
+    fresh_total = sum(times[0] for times in timings.values())
+    again_total = sum(times[1] for times in timings.values())
+    print(f"  {'all lessons in order (goal <= 120)':<36} {fresh_total:6.1f}  {again_total:6.1f}")
     return timings
 
 
