@@ -39,35 +39,76 @@ def new_product(stack: Stack, price: str = "10.00") -> int:
     )[0][0]
 
 
-# ---- lesson 00: the event of a fresh customer --------------------------------------------------
+# ---- lesson 00: one statement, three events; the LSN of one of them ---------------------------
+def three_customers(stack: Stack) -> list[str]:
+    """One INSERT statement that adds three customers, as the lesson does; their names."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"Check Ada {tag}", f"Check Grace {tag}", f"Check Alan {tag}"]
+    run_sql(
+        stack,
+        "INSERT INTO customer (email, name, country, city) VALUES "
+        "(:e1, :n1, 'GB', 'Leeds'), (:e2, :n2, 'US', 'Boston'), (:e3, :n3, 'GB', 'York')",
+        e1=f"a{tag}@example.com", n1=names[0], e2=f"g{tag}@example.com", n2=names[1],
+        e3=f"t{tag}@example.com", n3=names[2],
+    )  # fmt: skip
+    return names
+
+
+def inserts_of(stack: Stack, names: list[str]) -> list[dict]:
+    """The insert events of `names`, in topic order, once all of them are there."""
+
+    def all_there() -> list[dict] | None:
+        events = topic_events(stack, "customer")
+        mine = events[events["payload"].map(lambda row: row.get("name") in names)]
+        return mine.to_dict("records") if len(mine) == len(names) else None
+
+    found = wait_for(all_there)
+    assert found is not None, "capture did not publish the three inserts"
+    return found
+
+
+def test_lesson00_one_insert_of_three_rows_publishes_three_events(
+    lab: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = three_customers(lab)
+    for prediction, says in [
+        (3, "✓ You predicted 3: right."),
+        ("3", "✓ You predicted '3': right."),
+        (1, "one event per statement"),
+        (0, "only reads the topic"),
+        (None, "holds no prediction yet"),
+    ]:
+        lesson00.reveal_events_per_row(prediction, lab, names)
+        out = capsys.readouterr().out
+        assert says in out and "one event per changed row" in out, out
+
+
 def test_lesson00_the_lsn_of_the_customers_insert_event(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    name = f"Check Customer {uuid.uuid4().hex[:6]}"
-    run_sql(
-        lab,
-        "INSERT INTO customer (email, name, country, city) VALUES (:email, :name, 'GB', 'Leeds')",
-        email=f"{uuid.uuid4().hex[:8]}@example.com", name=name,
-    )  # fmt: skip
+    # A position read before the INSERT, where no event starts (a logical message goes first)
+    before = run_sql(lab, "SELECT pg_current_wal_lsn()::text")[0][0]
+    run_sql(lab, "SELECT pg_logical_emit_message(false, 'cdc_kit_test', 'x')")
+    names = three_customers(lab)
+    mine, other, _ = inserts_of(lab, names)
+    name = names[0]
 
-    def my_event() -> dict | None:
-        events = topic_events(lab, "customer")
-        mine = events[events["payload"].map(lambda row: row.get("name") == name)]
-        return None if mine.empty else mine.iloc[-1].to_dict()
-
-    event = wait_for(my_event)
-    assert event is not None, "capture did not publish the insert"
-
-    lesson00.check_event_lsn(lab, name, event["lsn"])
-    lesson00.check_event_lsn(lab, name, str_to_lsn(event["lsn"]))  # the integer form too
+    lesson00.check_event_lsn(lab, name, mine["lsn"])
+    lesson00.check_event_lsn(lab, name, str_to_lsn(mine["lsn"]))  # the integer form too
     assert "✓" in capsys.readouterr().out
     fails(lesson00.check_event_lsn, lab, name, None, says="placeholder")
+    fails(lesson00.check_event_lsn, lab, name, other["lsn"], says="another event")
+    fails(lesson00.check_event_lsn, lab, name, int(mine["offset"]), says="the event's offset")
 
-    others = topic_events(lab, "customer")
-    other_lsn = others[others["payload"].map(lambda row: row.get("name") != name)].iloc[-1]["lsn"]
-    fails(lesson00.check_event_lsn, lab, name, other_lsn, says="another event")
+    slot = run_sql(
+        lab,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = :s",
+        s=lab.settings.slot_name,
+    )[0][0]
+    fails(lesson00.check_event_lsn, lab, name, slot, says="replication slot")
     current = run_sql(lab, "SELECT pg_current_wal_lsn()::text")[0][0]
-    fails(lesson00.check_event_lsn, lab, name, current, says="no event on the topic")
+    fails(lesson00.check_event_lsn, lab, name, current, says="pg_current_wal_lsn()")
+    fails(lesson00.check_event_lsn, lab, name, before, says="before your event")
 
 
 # ---- lesson 01: a fresh price, read back with FINAL --------------------------------------------
