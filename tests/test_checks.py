@@ -111,24 +111,55 @@ def test_lesson00_the_lsn_of_the_customers_insert_event(
     fails(lesson00.check_event_lsn, lab, name, before, says="before your event")
 
 
-# ---- lesson 01: a fresh price, read back with FINAL --------------------------------------------
-def test_lesson01_a_price_read_from_clickhouse_with_final(
+# ---- lesson 01: what FINAL shows for a deleted row; a fresh price, read back with FINAL -------
+def test_lesson01_final_leaves_a_deleted_product_out(
     lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
 ) -> None:
     product = new_product(lab)
     router.catch_up()
+    run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
+    router.catch_up()
+    for prediction, says in [
+        (0, "✓ You predicted 0: right."),
+        (1, "expected FINAL to show the delete marker"),
+        (2, "never returns two versions"),
+        (None, "holds no prediction yet"),
+    ]:
+        lesson01.reveal_final_rows(prediction, lab, product)
+        out = capsys.readouterr().out
+        assert says in out and "with FINAL returned 0 row(s)" in out, out
+
+
+def test_lesson01_a_price_read_from_clickhouse_with_final(
+    lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
+) -> None:
+    product, other = new_product(lab), new_product(lab)
+    router.catch_up()
     ch = lab.clickhouse()
     ch.command("SYSTEM STOP MERGES product")  # keep both versions for the no-FINAL answer
     try:
-        target = Decimal(random.randint(100, 9999)) / 100
+        target = Decimal(random.randint(100_000, 999_999)) / 100  # no sample product costs that
+        run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=target, id=other)
+        fails(lesson01.check_price, lab, product, target, target, 1, says=f"product {other} has it")
+
         run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=target, id=product)
+        fails(lesson01.check_price, lab, product, target, target, 1, says="came from PostgreSQL")
+        fails(lesson01.check_price, lab, product, target, "10.00", 1, says="not been routed")
         router.catch_up()
         price, lsn = ch.query(
             "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64}",
             parameters={"id": product},
         ).result_rows[0]
         lesson01.check_price(lab, product, target, price, lsn)
-        assert "✓" in capsys.readouterr().out
+        events = topic_events(lab, "product")
+        on_topic = events[events["payload"].map(lambda row: row.get("id") == product)]
+        lesson01.check_price(lab, product, target, price, on_topic["lsn"].iloc[-1])  # "X/Y" form
+        as_numpy = ch.query_df(
+            "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64}",
+            parameters={"id": product},
+        ).iloc[0]
+        lesson01.check_price(lab, product, target, as_numpy["price"], as_numpy["lsn"])
+        assert capsys.readouterr().out.count("✓") == 3
         fails(lesson01.check_price, lab, product, target, None, None, says="placeholder")
 
         oldest = ch.query(  # what a read without FINAL may return: the first version stored
@@ -136,14 +167,8 @@ def test_lesson01_a_price_read_from_clickhouse_with_final(
             parameters={"id": product},
         ).result_rows[0]
         fails(lesson01.check_price, lab, product, target, *oldest, says="older version")
-
-        # Updated in PostgreSQL but never routed, and the price read from PostgreSQL:
-        second = target + 1
-        run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=second, id=product)
-        from_postgres = run_sql(lab, "SELECT price FROM product WHERE id = :id", id=product)[0][0]
-        fails(
-            lesson01.check_price, lab, product, second, from_postgres, lsn, says="not been routed"
-        )
+        current = run_sql(lab, "SELECT pg_current_wal_lsn()::text")[0][0]
+        fails(lesson01.check_price, lab, product, target, price, current, says="no version")
     finally:
         ch.command("SYSTEM START MERGES product")
         router.catch_up()
