@@ -198,6 +198,59 @@ class ReviewOlapSignedIds(CdcOlapModelBase, ReviewBase, CdcFields):
     verdict: Annotated[str, "LowCardinality"]
 
 
+class ReviewOlapSignedProductId(CdcOlapModelBase, ReviewBase, CdcFields):
+    """`id` made unsigned, `productId` forgotten (it stays the base's plain int)."""
+
+    __table__ = "review"
+    id: Annotated[int, "uint64"]
+    verdict: Annotated[str, "LowCardinality"]
+
+
+class ReviewOlapPlainVerdict(CdcOlapModelBase, ReviewBase, CdcFields):
+    """The ids right, `verdict` left as the base's plain str: String, not LowCardinality."""
+
+    __table__ = "review"
+    id: Annotated[int, "uint64"]
+    productId: Annotated[int, "uint64"]
+
+
+def test_lesson02_a_table_class_does_not_validate_when_called(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cdc_kit.oltp import Product
+
+    try:
+        Product(name="", category="brewing", price=-1)
+        raised = False
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        raised = True
+    assert raised is False, "SQLModel now validates table classes: lesson 02's step 3 changes"
+    for prediction, says in [
+        (False, "✓ You predicted False: right."),
+        ("false", "right."),
+        (True, "You expected the rules of ProductBase to run"),
+        (None, "holds no prediction yet"),
+    ]:
+        lesson02.reveal_table_class(prediction, raised)
+        out = capsys.readouterr().out
+        assert says in out and "model_validate" in out, out
+
+
+@pytest.mark.parametrize(
+    ("engine_full", "parts"),
+    [
+        ("ReplacingMergeTree(lsn, is_deleted) ORDER BY id SETTINGS index_granularity = 8192",
+         ("ReplacingMergeTree", ["lsn", "is_deleted"])),
+        ("ReplacingMergeTree(`lsn`) ORDER BY id", ("ReplacingMergeTree", ["lsn"])),
+        ("ReplacingMergeTree ORDER BY id", ("ReplacingMergeTree", [])),
+        ("ReplacingMergeTree() ORDER BY id", ("ReplacingMergeTree", [])),
+        ("MergeTree ORDER BY id", ("MergeTree", [])),
+    ],
+)  # fmt: skip
+def test_lesson02_reads_the_engines_parameters(engine_full: str, parts: tuple) -> None:
+    assert lesson02.engine_parts(engine_full) == parts
+
+
 def test_lesson02_the_review_table_made_from_its_olap_model(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -211,15 +264,42 @@ def test_lesson02_the_review_table_made_from_its_olap_model(
     lesson02.check_review_table(lab, ReviewOlap)
     assert "✓" in capsys.readouterr().out
 
-    ch.command("DROP TABLE review")
-    ch.command(create_table_sql(ReviewOlapSignedIds, database=database))
-    fails(lesson02.check_review_table, lab, ReviewOlapSignedIds, says="`id` is Int64")
-    ch.command("DROP TABLE review")
+    def remade(model: type, sql: str | None = None) -> None:
+        ch.command("DROP TABLE IF EXISTS review")
+        ch.command(sql or create_table_sql(model, database=database))
 
-    by_product = create_table_sql(ReviewOlap, database=database)
-    ch.command(by_product.replace("ORDER BY (`id`)", "ORDER BY (`productId`, `id`)"))
-    fails(lesson02.check_review_table, lab, ReviewOlap, says="ordered by productId, id")
-    ch.command("DROP TABLE review")
+    try:
+        remade(ReviewOlapSignedIds)
+        fails(lesson02.check_review_table, lab, ReviewOlapSignedIds, says="`id` is Int64")
+        remade(ReviewOlapSignedProductId)
+        fails(
+            lesson02.check_review_table, lab, ReviewOlapSignedProductId,
+            says="`productId` is Int64, a signed integer",
+        )  # fmt: skip
+        remade(ReviewOlapPlainVerdict)
+        fails(lesson02.check_review_table, lab, ReviewOlapPlainVerdict, says="plain String")
+
+        made = create_table_sql(ReviewOlap, database=database)
+        engine = "ReplacingMergeTree(`lsn`, `is_deleted`)"
+        assert engine in made
+        for other, says in [
+            ("ReplacingMergeTree(`lsn`)", "ReplacingMergeTree(lsn): the newest lsn wins"),
+            ("ReplacingMergeTree()", "without a version column"),
+            ("ReplacingMergeTree", "without a version column"),
+            ("MergeTree()", "not a ReplacingMergeTree"),
+            ("ReplacingMergeTree(`is_deleted`)", "not a ReplacingMergeTree(lsn, is_deleted)"),
+        ]:
+            remade(ReviewOlap, made.replace(engine, other))
+            fails(lesson02.check_review_table, lab, ReviewOlap, says=says)
+
+        remade(ReviewOlap, made.replace("ORDER BY (`id`)", "ORDER BY (`productId`, `id`)"))
+        fails(lesson02.check_review_table, lab, ReviewOlap, says="ordered by productId, id")
+        remade(ReviewOlap)
+        fails(  # a table made from another model than the one handed in
+            lesson02.check_review_table, lab, ReviewOlapSignedIds, says="not made from this"
+        )
+    finally:
+        ch.command("DROP TABLE IF EXISTS review")
 
 
 # ---- lesson 03: a slot moved past a fresh target, not only peeked ------------------------------
