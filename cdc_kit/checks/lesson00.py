@@ -24,7 +24,8 @@ from cdc_kit.checks.common import (
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 
 FIND_HINTS = (
-    "Which helper imported in the first cell reads the newest events of one table from the topic?",
+    "The exercise names a helper that lists a table's newest events: which of its rows holds "
+    "new_name in its payload, and which column holds that event's LSN?",
     "recent_events(stack, limit=5, table='customer') returns a DataFrame: the `payload` column "
     "holds each row as a dict, the `lsn` column each event's own LSN",
 )

@@ -27,6 +27,12 @@ READ_HINTS = (
     "the read with FINAL in step 3, for second_id; `ch.query(...).result_rows[0]` is its "
     "first row, and it can select price and lsn together",
 )
+START_HINTS = (
+    "Which step above changes a row, which one routes it, and which one reads it back with "
+    "FINAL?",
+    "step 2 changes a price (here: second_id, target_price), step 1 routes, step 3 reads with "
+    "FINAL; `ch.query(...).result_rows[0]` is the first row, and it can hold price and lsn",
+)
 UPDATE_HINTS = (
     "Which statement changes a row in PostgreSQL, and which product does the exercise name?",
     "step 2 updates first_id inside `with engine.begin() as conn:`; do the same for second_id, "
@@ -115,8 +121,8 @@ def check_price(
 ) -> None:
     """The product has `target_price` in PostgreSQL and in ClickHouse FINAL, and the answers
     are ClickHouse's newest version (price and lsn; the lsn as text or as the integer)."""
-    require_answer(clickhouse_price, "clickhouse_price", READ_HINTS)
-    require_answer(clickhouse_lsn, "clickhouse_lsn", READ_HINTS)
+    require_answer(clickhouse_price, "clickhouse_price", START_HINTS)
+    require_answer(clickhouse_lsn, "clickhouse_lsn", START_HINTS)
     target = Decimal(str(target_price))
     source_price = _postgres_price(stack, product_id)
     if source_price != target:
