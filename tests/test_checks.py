@@ -39,55 +39,127 @@ def new_product(stack: Stack, price: str = "10.00") -> int:
     )[0][0]
 
 
-# ---- lesson 00: the event of a fresh customer --------------------------------------------------
+# ---- lesson 00: one statement, three events; the LSN of one of them ---------------------------
+def three_customers(stack: Stack) -> list[str]:
+    """One INSERT statement that adds three customers, as the lesson does; their names."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"Check Ada {tag}", f"Check Grace {tag}", f"Check Alan {tag}"]
+    run_sql(
+        stack,
+        "INSERT INTO customer (email, name, country, city) VALUES "
+        "(:e1, :n1, 'GB', 'Leeds'), (:e2, :n2, 'US', 'Boston'), (:e3, :n3, 'GB', 'York')",
+        e1=f"a{tag}@example.com", n1=names[0], e2=f"g{tag}@example.com", n2=names[1],
+        e3=f"t{tag}@example.com", n3=names[2],
+    )  # fmt: skip
+    return names
+
+
+def inserts_of(stack: Stack, names: list[str]) -> list[dict]:
+    """The insert events of `names`, in topic order, once all of them are there."""
+
+    def all_there() -> list[dict] | None:
+        events = topic_events(stack, "customer")
+        mine = events[events["payload"].map(lambda row: row.get("name") in names)]
+        return mine.to_dict("records") if len(mine) == len(names) else None
+
+    found = wait_for(all_there)
+    assert found is not None, "capture did not publish the three inserts"
+    return found
+
+
+def test_lesson00_one_insert_of_three_rows_publishes_three_events(
+    lab: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = three_customers(lab)
+    for prediction, says in [
+        (3, "✓ You predicted 3: right."),
+        ("3", "✓ You predicted '3': right."),
+        (1, "one event per statement"),
+        (0, "only reads the topic"),
+        (None, "holds no prediction yet"),
+    ]:
+        lesson00.reveal_events_per_row(prediction, lab, names)
+        out = capsys.readouterr().out
+        assert says in out and "one event per changed row" in out, out
+
+
 def test_lesson00_the_lsn_of_the_customers_insert_event(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    name = f"Check Customer {uuid.uuid4().hex[:6]}"
-    run_sql(
-        lab,
-        "INSERT INTO customer (email, name, country, city) VALUES (:email, :name, 'GB', 'Leeds')",
-        email=f"{uuid.uuid4().hex[:8]}@example.com", name=name,
-    )  # fmt: skip
+    # A position read before the INSERT, where no event starts (a logical message goes first)
+    before = run_sql(lab, "SELECT pg_current_wal_lsn()::text")[0][0]
+    run_sql(lab, "SELECT pg_logical_emit_message(false, 'cdc_kit_test', 'x')")
+    names = three_customers(lab)
+    mine, other, _ = inserts_of(lab, names)
+    name = names[0]
 
-    def my_event() -> dict | None:
-        events = topic_events(lab, "customer")
-        mine = events[events["payload"].map(lambda row: row.get("name") == name)]
-        return None if mine.empty else mine.iloc[-1].to_dict()
-
-    event = wait_for(my_event)
-    assert event is not None, "capture did not publish the insert"
-
-    lesson00.check_event_lsn(lab, name, event["lsn"])
-    lesson00.check_event_lsn(lab, name, str_to_lsn(event["lsn"]))  # the integer form too
+    lesson00.check_event_lsn(lab, name, mine["lsn"])
+    lesson00.check_event_lsn(lab, name, str_to_lsn(mine["lsn"]))  # the integer form too
     assert "✓" in capsys.readouterr().out
     fails(lesson00.check_event_lsn, lab, name, None, says="placeholder")
+    fails(lesson00.check_event_lsn, lab, name, other["lsn"], says="another event")
+    fails(lesson00.check_event_lsn, lab, name, int(mine["offset"]), says="the event's offset")
 
-    others = topic_events(lab, "customer")
-    other_lsn = others[others["payload"].map(lambda row: row.get("name") != name)].iloc[-1]["lsn"]
-    fails(lesson00.check_event_lsn, lab, name, other_lsn, says="another event")
+    slot = run_sql(
+        lab,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = :s",
+        s=lab.settings.slot_name,
+    )[0][0]
+    fails(lesson00.check_event_lsn, lab, name, slot, says="replication slot")
     current = run_sql(lab, "SELECT pg_current_wal_lsn()::text")[0][0]
-    fails(lesson00.check_event_lsn, lab, name, current, says="no event on the topic")
+    fails(lesson00.check_event_lsn, lab, name, current, says="pg_current_wal_lsn()")
+    fails(lesson00.check_event_lsn, lab, name, before, says="before your event")
 
 
-# ---- lesson 01: a fresh price, read back with FINAL --------------------------------------------
-def test_lesson01_a_price_read_from_clickhouse_with_final(
+# ---- lesson 01: what FINAL shows for a deleted row; a fresh price, read back with FINAL -------
+def test_lesson01_final_leaves_a_deleted_product_out(
     lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
 ) -> None:
     product = new_product(lab)
     router.catch_up()
+    run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
+    router.catch_up()
+    for prediction, says in [
+        (0, "✓ You predicted 0: right."),
+        (1, "expected FINAL to show the delete marker"),
+        (2, "never returns two versions"),
+        (None, "holds no prediction yet"),
+    ]:
+        lesson01.reveal_final_rows(prediction, lab, product)
+        out = capsys.readouterr().out
+        assert says in out and "with FINAL returned 0 row(s)" in out, out
+
+
+def test_lesson01_a_price_read_from_clickhouse_with_final(
+    lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
+) -> None:
+    product, other = new_product(lab), new_product(lab)
+    router.catch_up()
     ch = lab.clickhouse()
     ch.command("SYSTEM STOP MERGES product")  # keep both versions for the no-FINAL answer
     try:
-        target = Decimal(random.randint(100, 9999)) / 100
+        target = Decimal(random.randint(100_000, 999_999)) / 100  # no sample product costs that
+        run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=target, id=other)
+        fails(lesson01.check_price, lab, product, target, target, 1, says=f"product {other} has it")
+
         run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=target, id=product)
+        fails(lesson01.check_price, lab, product, target, target, 1, says="came from PostgreSQL")
+        fails(lesson01.check_price, lab, product, target, "10.00", 1, says="not been routed")
         router.catch_up()
         price, lsn = ch.query(
             "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64}",
             parameters={"id": product},
         ).result_rows[0]
         lesson01.check_price(lab, product, target, price, lsn)
-        assert "✓" in capsys.readouterr().out
+        events = topic_events(lab, "product")
+        on_topic = events[events["payload"].map(lambda row: row.get("id") == product)]
+        lesson01.check_price(lab, product, target, price, on_topic["lsn"].iloc[-1])  # "X/Y" form
+        as_numpy = ch.query_df(
+            "SELECT price, lsn FROM product FINAL WHERE id = {id:UInt64}",
+            parameters={"id": product},
+        ).iloc[0]
+        lesson01.check_price(lab, product, target, as_numpy["price"], as_numpy["lsn"])
+        assert capsys.readouterr().out.count("✓") == 3
         fails(lesson01.check_price, lab, product, target, None, None, says="placeholder")
 
         oldest = ch.query(  # what a read without FINAL may return: the first version stored
@@ -95,14 +167,8 @@ def test_lesson01_a_price_read_from_clickhouse_with_final(
             parameters={"id": product},
         ).result_rows[0]
         fails(lesson01.check_price, lab, product, target, *oldest, says="older version")
-
-        # Updated in PostgreSQL but never routed, and the price read from PostgreSQL:
-        second = target + 1
-        run_sql(lab, "UPDATE product SET price = :p WHERE id = :id", p=second, id=product)
-        from_postgres = run_sql(lab, "SELECT price FROM product WHERE id = :id", id=product)[0][0]
-        fails(
-            lesson01.check_price, lab, product, second, from_postgres, lsn, says="not been routed"
-        )
+        current = run_sql(lab, "SELECT pg_current_wal_lsn()::text")[0][0]
+        fails(lesson01.check_price, lab, product, target, price, current, says="no version")
     finally:
         ch.command("SYSTEM START MERGES product")
         router.catch_up()
@@ -132,6 +198,59 @@ class ReviewOlapSignedIds(CdcOlapModelBase, ReviewBase, CdcFields):
     verdict: Annotated[str, "LowCardinality"]
 
 
+class ReviewOlapSignedProductId(CdcOlapModelBase, ReviewBase, CdcFields):
+    """`id` made unsigned, `productId` forgotten (it stays the base's plain int)."""
+
+    __table__ = "review"
+    id: Annotated[int, "uint64"]
+    verdict: Annotated[str, "LowCardinality"]
+
+
+class ReviewOlapPlainVerdict(CdcOlapModelBase, ReviewBase, CdcFields):
+    """The ids right, `verdict` left as the base's plain str: String, not LowCardinality."""
+
+    __table__ = "review"
+    id: Annotated[int, "uint64"]
+    productId: Annotated[int, "uint64"]
+
+
+def test_lesson02_a_table_class_does_not_validate_when_called(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cdc_kit.oltp import Product
+
+    try:
+        Product(name="", category="brewing", price=-1)
+        raised = False
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        raised = True
+    assert raised is False, "SQLModel now validates table classes: lesson 02's step 3 changes"
+    for prediction, says in [
+        (False, "✓ You predicted False: right."),
+        ("false", "right."),
+        (True, "You expected the rules of ProductBase to run"),
+        (None, "holds no prediction yet"),
+    ]:
+        lesson02.reveal_table_class(prediction, raised)
+        out = capsys.readouterr().out
+        assert says in out and "model_validate" in out, out
+
+
+@pytest.mark.parametrize(
+    ("engine_full", "parts"),
+    [
+        ("ReplacingMergeTree(lsn, is_deleted) ORDER BY id SETTINGS index_granularity = 8192",
+         ("ReplacingMergeTree", ["lsn", "is_deleted"])),
+        ("ReplacingMergeTree(`lsn`) ORDER BY id", ("ReplacingMergeTree", ["lsn"])),
+        ("ReplacingMergeTree ORDER BY id", ("ReplacingMergeTree", [])),
+        ("ReplacingMergeTree() ORDER BY id", ("ReplacingMergeTree", [])),
+        ("MergeTree ORDER BY id", ("MergeTree", [])),
+    ],
+)  # fmt: skip
+def test_lesson02_reads_the_engines_parameters(engine_full: str, parts: tuple) -> None:
+    assert lesson02.engine_parts(engine_full) == parts
+
+
 def test_lesson02_the_review_table_made_from_its_olap_model(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,15 +264,42 @@ def test_lesson02_the_review_table_made_from_its_olap_model(
     lesson02.check_review_table(lab, ReviewOlap)
     assert "✓" in capsys.readouterr().out
 
-    ch.command("DROP TABLE review")
-    ch.command(create_table_sql(ReviewOlapSignedIds, database=database))
-    fails(lesson02.check_review_table, lab, ReviewOlapSignedIds, says="`id` is Int64")
-    ch.command("DROP TABLE review")
+    def remade(model: type, sql: str | None = None) -> None:
+        ch.command("DROP TABLE IF EXISTS review")
+        ch.command(sql or create_table_sql(model, database=database))
 
-    by_product = create_table_sql(ReviewOlap, database=database)
-    ch.command(by_product.replace("ORDER BY (`id`)", "ORDER BY (`productId`, `id`)"))
-    fails(lesson02.check_review_table, lab, ReviewOlap, says="ordered by productId, id")
-    ch.command("DROP TABLE review")
+    try:
+        remade(ReviewOlapSignedIds)
+        fails(lesson02.check_review_table, lab, ReviewOlapSignedIds, says="`id` is Int64")
+        remade(ReviewOlapSignedProductId)
+        fails(
+            lesson02.check_review_table, lab, ReviewOlapSignedProductId,
+            says="`productId` is Int64, a signed integer",
+        )  # fmt: skip
+        remade(ReviewOlapPlainVerdict)
+        fails(lesson02.check_review_table, lab, ReviewOlapPlainVerdict, says="plain String")
+
+        made = create_table_sql(ReviewOlap, database=database)
+        engine = "ReplacingMergeTree(`lsn`, `is_deleted`)"
+        assert engine in made
+        for other, says in [
+            ("ReplacingMergeTree(`lsn`)", "ReplacingMergeTree(lsn): the newest lsn wins"),
+            ("ReplacingMergeTree()", "without a version column"),
+            ("ReplacingMergeTree", "without a version column"),
+            ("MergeTree()", "not a ReplacingMergeTree"),
+            ("ReplacingMergeTree(`is_deleted`)", "not a ReplacingMergeTree(lsn, is_deleted)"),
+        ]:
+            remade(ReviewOlap, made.replace(engine, other))
+            fails(lesson02.check_review_table, lab, ReviewOlap, says=says)
+
+        remade(ReviewOlap, made.replace("ORDER BY (`id`)", "ORDER BY (`productId`, `id`)"))
+        fails(lesson02.check_review_table, lab, ReviewOlap, says="ordered by productId, id")
+        remade(ReviewOlap)
+        fails(  # a table made from another model than the one handed in
+            lesson02.check_review_table, lab, ReviewOlapSignedIds, says="not made from this"
+        )
+    finally:
+        ch.command("DROP TABLE IF EXISTS review")
 
 
 # ---- lesson 03: a slot moved past a fresh target, not only peeked ------------------------------

@@ -6,6 +6,7 @@ import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -180,8 +181,8 @@ def as_lsn_int(value: Any, name: str) -> int:
     """An LSN given as PostgreSQL text ('0/1B18E40') or as ClickHouse's integer -> the integer."""
     if isinstance(value, bool):
         raise CheckFailed(f"`{name}` is {value!r}, not an LSN", "an LSN looks like '0/1B18E40'")
-    if isinstance(value, int):
-        return value
+    if isinstance(value, Integral):  # numpy's integers too, as query_df returns them
+        return int(value)
     if isinstance(value, str):
         try:
             return str_to_lsn(value.strip())
