@@ -239,7 +239,7 @@ def test_calls_from_the_notebook_wait_for_the_running_batch(isolated) -> None:
     """step() beside the router's own thread: batches never overlap on one consumer."""
     stack, router = isolated
     active, overlaps = [0], []
-    original = router._write
+    original = router.sink.write
 
     def watched_write(batch):
         active[0] += 1
@@ -250,7 +250,7 @@ def test_calls_from_the_notebook_wait_for_the_running_batch(isolated) -> None:
         finally:
             active[0] -= 1
 
-    router._write = watched_write
+    router.sink.write = watched_write
     inserts = [event("customer", "insert", f"0/{i}", {**CUSTOMER, "id": i}) for i in range(1, 41)]
     send(stack, inserts)
     router.start()
@@ -330,7 +330,7 @@ def test_a_router_that_does_not_answer_is_named_after_a_few_seconds(isolated) ->
         message = str(refused.value)
         assert f"pid {other.pid}" in message and "did not hand it over within" in message
         assert "\n" not in message
-        assert not router._lease.request_path.exists(), "the request is taken back"
+        assert not router.source.lease.request_path.exists(), "the request is taken back"
 
 
 TAKE_TURNS = """
