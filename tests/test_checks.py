@@ -248,32 +248,84 @@ def test_lesson03_the_text_slot_moved_past_the_target(
         conn.close()
 
 
-# ---- lesson 04: the tombstone of a fresh delete ------------------------------------------------
-def test_lesson04_the_tombstone_lsn_of_a_deleted_product(
+# ---- lesson 04: what a delete marker holds, read from ClickHouse (only it has one) ------------
+def test_lesson04_a_delete_under_full_keeps_the_old_values_in_its_delete_marker(
     lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
 ) -> None:
     product = new_product(lab)
+    conn = lab.pg_connection()
+    conn.autocommit = True
+    try:
+        replication.set_replica_identity(conn, "product", "FULL")
+        try:
+            run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
+        finally:
+            replication.set_replica_identity(conn, "product", "DEFAULT")
+    finally:
+        conn.close()
     router.catch_up()
-    fails(lesson04.check_tombstone, lab, product, None, says="placeholder")
-    fails(lesson04.check_tombstone, lab, product, "0/1", says="still exists")
+    (name,) = lab.clickhouse().query(
+        "SELECT name FROM product WHERE id = {id:UInt64} AND is_deleted = 1",
+        parameters={"id": product},
+    ).result_rows[0]
+    for prediction, says in [
+        (None, "holds no prediction yet"),
+        ("old", "right"),
+        ("empty", "does not blank a delete"),
+        ("null", "not Nullable(String)"),
+    ]:
+        assert lesson04.reveal_full_marker_name(prediction, lab, product, name) is None
+        assert says in capsys.readouterr().out
+
+
+def test_lesson04_the_delete_marker_of_a_deleted_product(
+    lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
+) -> None:
+    check = lesson04.check_delete_marker
+    product, other = new_product(lab), new_product(lab)
+    router.catch_up()
+    fails(check, lab, product, ..., says="placeholder")
+    fails(check, lab, product, {"id": product}, says="still exists")
 
     ch = lab.clickhouse()
-    ch.command("SYSTEM STOP MERGES product")  # keep the live version beside the tombstone
+    ch.command("SYSTEM STOP MERGES product")  # keep the live version beside the delete marker
     try:
-        run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
-        fails(lesson04.check_tombstone, lab, product, "0/1", says="no tombstone")
+        run_sql(lab, "DELETE FROM product WHERE id IN (:a, :b)", a=product, b=other)
+        fails(check, lab, product, {"id": product}, says="no delete marker")
         router.catch_up()
-        rows = ch.query(
-            "SELECT is_deleted, lsn FROM product WHERE id = {id:UInt64} ORDER BY lsn",
+
+        def read(where: str, final: str = "") -> object:
+            return ch.query(
+                f"SELECT * FROM product {final} WHERE id = {{id:UInt64}} AND {where}",
+                parameters={"id": product},
+            ).first_item
+
+        marker, live = read("is_deleted = 1"), read("is_deleted = 0")
+        assert marker and live
+        check(lab, product, marker)
+        frame = ch.query_df(
+            "SELECT * FROM product WHERE id = {id:UInt64} AND is_deleted = 1",
             parameters={"id": product},
-        ).result_rows
-        tombstone = next(lsn for deleted, lsn in rows if deleted == 1)
-        live = next(lsn for deleted, lsn in rows if deleted == 0)
-        lesson04.check_tombstone(lab, product, tombstone)
-        lesson04.check_tombstone(lab, product, lsn_to_str(tombstone))
+        )
+        check(lab, product, frame)
+        check(lab, product, frame.iloc[0])
         assert "✓" in capsys.readouterr().out
-        fails(lesson04.check_tombstone, lab, product, live, says="live version")
-        fails(lesson04.check_tombstone, lab, product, tombstone + 1, says="not the lsn")
+
+        fails(check, lab, product, read("1 = 1", final="FINAL"), says="no row came back")
+        fails(check, lab, product, frame.iloc[0:0], says="no row came back")
+        payload = next(
+            event["payload"]
+            for _, event in topic_events(lab, "product").iterrows()
+            if event["key"] == f"product:{product}" and event["operation"] == "delete"
+        )
+        fails(check, lab, product, payload, says="what the delete event on the topic carries")
+        fails(check, lab, product, live, says="live version")
+        fails(check, lab, product, {"name": "", "price": 0}, says="has no category, is_deleted")
+        other_marker = ch.query(
+            "SELECT * FROM product WHERE id = {id:UInt64} AND is_deleted = 1",
+            parameters={"id": other},
+        ).first_item
+        fails(check, lab, product, other_marker, says="differs from the delete marker")
     finally:
         ch.command("SYSTEM START MERGES product")
 
