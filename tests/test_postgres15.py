@@ -45,6 +45,7 @@ ON_POSTGRES15: dict[str, list[str]] = {
         "PostgreSQL 15 wrote each snapshot point with: CHECKPOINT",
         "max_slot_wal_keep_size = -1 (no limit)",
     ],
+    "04_raw_delete_events": ["DEFAULT: old K at", "FULL: old O at", "delete marker"],
 }
 
 
