@@ -178,6 +178,8 @@ def test_lesson03_an_update_of_a_price_carries_no_old_values_under_default(
         ]:
             assert lesson03.reveal_update_old(prediction, conn, slot, publication, product) is None
             assert says in capsys.readouterr().out
+        lesson03.reveal_update_old("none", conn, slot, publication, product + 10_000_000)
+        assert "holds no UPDATE" in capsys.readouterr().out
 
         replication.set_replica_identity(conn, "product", "FULL")
         try:
@@ -276,6 +278,8 @@ def test_lesson04_a_delete_under_full_keeps_the_old_values_in_its_delete_marker(
     ]:
         assert lesson04.reveal_full_marker_name(prediction, lab, product, name) is None
         assert says in capsys.readouterr().out
+    lesson04.reveal_full_marker_name("old", lab, product + 10_000_000, name)
+    assert "no delete marker" in capsys.readouterr().out
 
 
 def test_lesson04_the_delete_marker_of_a_deleted_product(

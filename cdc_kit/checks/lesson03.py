@@ -45,7 +45,12 @@ def reveal_update_old(
 ) -> None:
     """Feedback on the prediction: what did pgoutput's Update of a non-key column carry?"""
     identity = replication.replica_identity(conn, "product")
-    actual = update_old_tuple(conn, slot, publication, product_id)
+    try:
+        actual = update_old_tuple(conn, slot, publication, product_id)
+    except LookupError:  # a reveal never fails: it says what to do
+        print(f"· {slot} holds no UPDATE of product {product_id} any more (was it consumed?): "
+              "run the cell again, it makes a fresh one")
+        return
     why = {
         "none": (
             f"product's REPLICA IDENTITY is {identity}: an UPDATE carries no old values at all "
