@@ -302,69 +302,180 @@ def test_lesson02_the_review_table_made_from_its_olap_model(
         ch.command("DROP TABLE IF EXISTS review")
 
 
-# ---- lesson 03: a slot moved past a fresh target, not only peeked ------------------------------
-def test_lesson03_the_text_slot_moved_past_the_target(
+# ---- lesson 03: what an UPDATE carries; a slot moved past a fresh target, not only peeked ------
+def test_lesson03_an_update_of_a_price_carries_no_old_values_under_default(
     lab: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    slot = f"check_text_{uuid.uuid4().hex[:6]}"
+    slot, publication = f"check_upd_{uuid.uuid4().hex[:6]}", f"check_pub_{uuid.uuid4().hex[:6]}"
     conn = lab.pg_connection()
     conn.autocommit = True
     try:
-        replication.ensure_slot(conn, slot, plugin="test_decoding")
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_log_standby_snapshot()")
+            cur.execute(f"CREATE PUBLICATION {publication} FOR TABLE product")
+        replication.ensure_slot(conn, slot, plugin="pgoutput")
+        product = new_product(lab)
+        run_sql(lab, "UPDATE product SET price = 11 WHERE id = :id", id=product)
+        assert lesson03.update_old_tuple(conn, slot, publication, product) == "none"
+        for prediction, says in [
+            (None, "holds no prediction yet"),
+            ("none", "right"),
+            ("key", "A DELETE carries the old key"),
+            ("row", "only with REPLICA IDENTITY FULL"),
+        ]:
+            assert lesson03.reveal_update_old(prediction, conn, slot, publication, product) is None
+            assert says in capsys.readouterr().out
+        lesson03.reveal_update_old("none", conn, slot, publication, product + 10_000_000)
+        assert "holds no UPDATE" in capsys.readouterr().out
+
+        replication.set_replica_identity(conn, "product", "FULL")
+        try:
+            run_sql(lab, "UPDATE product SET price = 12 WHERE id = :id", id=product)
+        finally:
+            replication.set_replica_identity(conn, "product", "DEFAULT")
+        assert lesson03.update_old_tuple(conn, slot, publication, product) == "row"
+        run_sql(lab, "UPDATE product SET id = id + 1000000 WHERE id = :id", id=product)
+        assert lesson03.update_old_tuple(conn, slot, publication, product + 1000000) == "key"
+        run_sql(lab, "DELETE FROM product WHERE id = :id", id=product + 1000000)
+    finally:
+        replication.drop_slot(conn, slot)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP PUBLICATION IF EXISTS {publication}")
+        conn.close()
+
+
+def test_lesson03_the_text_slot_moved_past_the_target(
+    lab: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slot, other = (f"check_{kind}_{uuid.uuid4().hex[:6]}" for kind in ("text", "other"))
+    conn = lab.pg_connection()
+    conn.autocommit = True
+
+    def position(name: str) -> str:
+        return lsn_to_str(replication.confirmed_lsn(conn, name))
+
+    try:
+        replication.ensure_slot(conn, slot, plugin="test_decoding")
+        replication.ensure_slot(conn, other, plugin="test_decoding")
+        replication.log_running_transactions(conn)
         new_product(lab)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_current_wal_flush_lsn()::text")  # a slot moves over flushed WAL
             target = cur.fetchone()[0]
-        before = lsn_to_str(replication.confirmed_lsn(conn, slot))
-        fails(lesson03.check_slot_released, lab, slot, target, None, says="placeholder")
+        before = position(slot)
+        check = lesson03.check_slot_released
+        fails(check, lab, slot, target, None, says="placeholder")
 
         peeked = replication.peek_text_changes(conn, slot)  # reads, moves nothing
         assert peeked
-        fails(lesson03.check_slot_released, lab, slot, target, before, says="still at")
-        fails(lesson03.check_slot_released, lab, slot, target, target, says="peeking")
+        fails(check, lab, slot, target, before, says="still at")
+        fails(check, lab, slot, target, peeked[-1][0], says="peeking reads without moving")
+
+        with conn.cursor() as cur:  # the wrong slot moved, and read back
+            cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (other, target))
+        fails(check, lab, slot, target, position(other), says="you moved (or read) another slot")
+        fails(check, lab, slot, target, before, says="you moved (or read) another slot")
 
         with conn.cursor() as cur:
             cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, target))
-        position = lsn_to_str(replication.confirmed_lsn(conn, slot))
-        lesson03.check_slot_released(lab, slot, target, position)
+            cur.execute(
+                "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            )
+            restart = cur.fetchone()[0]
+        moved = position(slot)
+        assert restart != moved
+        fails(check, lab, slot, target, restart, says="restart_lsn")
+        fails(check, lab, slot, target, before, says="but")
+        check(lab, slot, target, moved)
         assert "✓" in capsys.readouterr().out
-        fails(lesson03.check_slot_released, lab, slot, target, before, says="but")
 
         replication.drop_slot(conn, slot)
-        fails(lesson03.check_slot_released, lab, slot, target, position, says="does not exist")
+        fails(check, lab, slot, target, moved, says="does not exist")
     finally:
         replication.drop_slot(conn, slot)
+        replication.drop_slot(conn, other)
         conn.close()
 
 
-# ---- lesson 04: the tombstone of a fresh delete ------------------------------------------------
-def test_lesson04_the_tombstone_lsn_of_a_deleted_product(
+# ---- lesson 04: what a delete marker holds, read from ClickHouse (only it has one) ------------
+def test_lesson04_a_delete_under_full_keeps_the_old_values_in_its_delete_marker(
     lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
 ) -> None:
     product = new_product(lab)
+    conn = lab.pg_connection()
+    conn.autocommit = True
+    try:
+        replication.set_replica_identity(conn, "product", "FULL")
+        try:
+            run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
+        finally:
+            replication.set_replica_identity(conn, "product", "DEFAULT")
+    finally:
+        conn.close()
     router.catch_up()
-    fails(lesson04.check_tombstone, lab, product, None, says="placeholder")
-    fails(lesson04.check_tombstone, lab, product, "0/1", says="still exists")
+    (name,) = lab.clickhouse().query(
+        "SELECT name FROM product WHERE id = {id:UInt64} AND is_deleted = 1",
+        parameters={"id": product},
+    ).result_rows[0]
+    for prediction, says in [
+        (None, "holds no prediction yet"),
+        ("old", "right"),
+        ("empty", "does not blank a delete"),
+        ("null", "not Nullable(String)"),
+    ]:
+        assert lesson04.reveal_full_marker_name(prediction, lab, product, name) is None
+        assert says in capsys.readouterr().out
+    lesson04.reveal_full_marker_name("old", lab, product + 10_000_000, name)
+    assert "no delete marker" in capsys.readouterr().out
+
+
+def test_lesson04_the_delete_marker_of_a_deleted_product(
+    lab: Stack, router: Router, capsys: pytest.CaptureFixture[str]
+) -> None:
+    check = lesson04.check_delete_marker
+    product, other = new_product(lab), new_product(lab)
+    router.catch_up()
+    fails(check, lab, product, ..., says="placeholder")
+    fails(check, lab, product, {"id": product}, says="still exists")
 
     ch = lab.clickhouse()
-    ch.command("SYSTEM STOP MERGES product")  # keep the live version beside the tombstone
+    ch.command("SYSTEM STOP MERGES product")  # keep the live version beside the delete marker
     try:
-        run_sql(lab, "DELETE FROM product WHERE id = :id", id=product)
-        fails(lesson04.check_tombstone, lab, product, "0/1", says="no tombstone")
+        run_sql(lab, "DELETE FROM product WHERE id IN (:a, :b)", a=product, b=other)
+        fails(check, lab, product, {"id": product}, says="no delete marker")
         router.catch_up()
-        rows = ch.query(
-            "SELECT is_deleted, lsn FROM product WHERE id = {id:UInt64} ORDER BY lsn",
+
+        def read(where: str, final: str = "") -> object:
+            return ch.query(
+                f"SELECT * FROM product {final} WHERE id = {{id:UInt64}} AND {where}",
+                parameters={"id": product},
+            ).first_item
+
+        marker, live = read("is_deleted = 1"), read("is_deleted = 0")
+        assert marker and live
+        check(lab, product, marker)
+        frame = ch.query_df(
+            "SELECT * FROM product WHERE id = {id:UInt64} AND is_deleted = 1",
             parameters={"id": product},
-        ).result_rows
-        tombstone = next(lsn for deleted, lsn in rows if deleted == 1)
-        live = next(lsn for deleted, lsn in rows if deleted == 0)
-        lesson04.check_tombstone(lab, product, tombstone)
-        lesson04.check_tombstone(lab, product, lsn_to_str(tombstone))
+        )
+        check(lab, product, frame)
+        check(lab, product, frame.iloc[0])
         assert "✓" in capsys.readouterr().out
-        fails(lesson04.check_tombstone, lab, product, live, says="live version")
-        fails(lesson04.check_tombstone, lab, product, tombstone + 1, says="not the lsn")
+
+        fails(check, lab, product, read("1 = 1", final="FINAL"), says="no row came back")
+        fails(check, lab, product, frame.iloc[0:0], says="no row came back")
+        payload = next(
+            event["payload"]
+            for _, event in topic_events(lab, "product").iterrows()
+            if event["key"] == f"product:{product}" and event["operation"] == "delete"
+        )
+        fails(check, lab, product, payload, says="what the delete event on the topic carries")
+        fails(check, lab, product, live, says="live version")
+        fails(check, lab, product, {"name": "", "price": 0}, says="has no category, is_deleted")
+        other_marker = ch.query(
+            "SELECT * FROM product WHERE id = {id:UInt64} AND is_deleted = 1",
+            parameters={"id": other},
+        ).first_item
+        fails(check, lab, product, other_marker, says="differs from the delete marker")
     finally:
         ch.command("SYSTEM START MERGES product")
 

@@ -1,5 +1,9 @@
 """Solutions of notebooks/03_logical_replication.ipynb, one block per exercise cell id."""
 
+# %% exercise-predict-update-old
+# Your prediction: "none", "key" or "row"
+predicted_update_old = "none"
+
 # %% exercise-release-slot
 with conn.cursor() as cur:
     cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (TEXT_SLOT, target_lsn))

@@ -93,6 +93,10 @@ class PostgresService(ProcessService):
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM would wait for every client
     start_timeout = 60.0
+    #: Appended to postgresql.conf at initdb (a lesson's scratch server takes other ones).
+    server_settings: dict[str, str] = SERVER_SETTINGS
+    #: Mark the server as the lab's (`cdc_kit.lab_server=on`, see replication.server_facts).
+    lab_server: bool = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -250,13 +254,13 @@ class PostgresService(ProcessService):
         finally:
             password.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
-        lines = [f"{key} = {value}" for key, value in SERVER_SETTINGS.items()]
+        lines = [f"{key} = {value}" for key, value in self.server_settings.items()]
         with conf.open("a") as handle:
             handle.write("\n# --- cdc-kit ---\n" + "\n".join(lines) + "\n")
 
     def command(self) -> list[str]:
         # Port and socket folder on the command line, so changing CDC_KIT_PG_PORT needs no initdb.
-        return [
+        command = [
             str(self.bin_dir / "postgres"),
             "-D",
             str(self.data_dir),
@@ -266,10 +270,10 @@ class PostgresService(ProcessService):
             str(self.socket_dir),
             "-h",
             self.settings.pg_host,
-            # The server tells lessons that the kit started it (replication.server_facts).
-            "-c",
-            "cdc_kit.lab_server=on",
         ]
+        if self.lab_server:  # the server tells lessons that the kit started it
+            command += ["-c", "cdc_kit.lab_server=on"]
+        return command
 
     def _connect(self, database: str = "postgres", timeout: int = 2) -> Any:
         return psycopg2.connect(
