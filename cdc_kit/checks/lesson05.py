@@ -292,9 +292,7 @@ def check_delete_only_validator(model: Any, stack: Any, product_id: int) -> None
     caller's dict alone: validated on the real events of the topic, as the router calls it."""
     require_answer(model, "MyProductOlap", START_HINTS)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        raise CheckFailed(
-            f"MyProductOlap is {model!r}, not a pydantic model class", START_HINTS
-        )
+        raise CheckFailed(f"MyProductOlap is {model!r}, not a pydantic model class", START_HINTS)
     missing = [name for name in REQUIRED_COLUMNS if name not in model.model_fields]
     if missing:
         raise CheckFailed(
