@@ -85,8 +85,8 @@ def capture_slot_safe(conn: Any, slot: str, setting_before: str, gone: str) -> N
     if gone in status:
         raise CheckFailed(f"the invalidated slot {gone} still exists: drop it")
     passed(
-        f"{slot} is {status[slot]}, max_slot_wal_keep_size is back to {setting}, and the "
-        f"lost slot {gone} is dropped"
+        f"{slot} is {status[slot]}, max_slot_wal_keep_size is {setting} as before, and the "
+        f"idle slot {gone} is dropped"
     )
 
 
@@ -294,8 +294,8 @@ def _diagnose(conn: Any, table: str, differences: list[str], migrated_now: bool)
                                           if len(differences) > 3 else "")  # fmt: skip
     identity = replication.replica_identity(conn, table)
     ran = (
-        "The migration has run now (once per table): after your fix, re-run the cell that "
-        "makes the table, then this check."
+        "The migration has run now (once per table): re-run the cell that makes the table, "
+        "then your fix, then this check."
         if migrated_now
         else "The migration had run already."
     )
