@@ -2,20 +2,25 @@
 
 An OLAP model is the OLTP `*Base` class (same columns) plus two CDC columns:
 
-    is_deleted  UInt8   1 for a delete event (a "tombstone" row)
+    is_deleted  UInt8   1 for a delete event (the row is a "delete marker")
     lsn         UInt64  the change's position in PostgreSQL's log: the row's version
 
 ClickHouse's ReplacingMergeTree(lsn, is_deleted) keeps, per primary key, the row with the
-highest lsn, and drops the key when that row is a tombstone. Three corrections to the seed:
+highest lsn, and drops the key when that row is a delete marker. Three corrections to the seed
+(lesson 05 shows the first two live):
 
 1. Delete events carry only the primary key. The seed filled every None with a type default
-   ('' for str, 0 for int...) — but did it for *every* event, so a genuine NULL in an update
-   became ''. Here defaults are filled **only for deletes**.
-2. The seed's OLAP models inherited `min_length=1` / `gt=0` from the OLTP bases, so a delete
-   of a customer (email='') or product (price=0) failed validation. Business rules belong to
-   the source; the warehouse keeps the *types* and drops those value constraints.
-3. The table's ORDER BY must be the source primary key, or a tombstone does not replace the
-   row it deletes. `create_table_sql` refuses anything else.
+   ('' for str, 0 for int...), but for *every* event, so a genuine NULL in an update became ''
+   (on Python 3.11-3.13 only where the column is spelled `Optional[X]`, as the seed's
+   `get_origin(...) is Union` test misses `X | None` there; from 3.14 for both spellings).
+   Here defaults are filled **only for deletes**, in a copy of the event.
+2. The seed's OLAP models keep the OLTP bases' rules on every column they do not redeclare, so
+   a delete's '' fails `min_length=1`: customer deletes (name, country, city) and product
+   deletes (name) failed validation; order and orderitem deletes passed, because those models
+   redeclare their numbers with `ge=0`. Business rules belong to the source; the warehouse
+   keeps the *types* and drops those value constraints.
+3. The table's ORDER BY must be the source primary key, or a delete marker does not replace
+   the row it deletes. `create_table_sql` refuses anything else.
 """
 
 from __future__ import annotations

@@ -6,13 +6,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Annotated
 
 import pytest
 
-from cdc_kit import olap
+from cdc_kit import olap, replication
 from cdc_kit.checks import CheckFailed, lesson09, lesson10
-from cdc_kit.olap import CdcFields, CdcOlapModelBase
+from cdc_kit.lsn import lsn_to_str
 from cdc_kit.router import Router
 from cdc_kit.stack import Stack
 from cdc_kit.widgets import ChangeLab
@@ -106,94 +105,104 @@ def test_lesson09_the_cascade_check_passes_on_the_solution(
     assert "(1 customer, 1 order, 2 items)" in out
 
 
-# ---- lesson 10: count the accounts right ------------------------------------------------------
-@pytest.fixture()
-def accounts(stack: Stack) -> Iterator[tuple[str, Router]]:
-    """Exhibit 5 on a table of its own: 3 accounts, 2 updates each... and one deleted, with the
-    table's merges stopped so that every version stays visible."""
-    table = f"test_account_{uuid.uuid4().hex[:8]}"
-    model = type(
-        "TestAccount",
-        (CdcOlapModelBase, CdcFields),
-        {
-            "__table__": table,
-            "__annotations__": {
-                "id": Annotated[int, "uint64"],
-                "owner": str,
-                "balance": Decimal,
-            },
-        },
-    )
-    ch = stack.clickhouse()
-    router = Router(stack, registry={**olap.OLAP_MODELS, table: model})
-    columns = "id int PRIMARY KEY, owner text NOT NULL, balance numeric(10, 2) NOT NULL"
-    run_sql(stack, f"CREATE TABLE {table} ({columns})")
-    router.register(model)
-    router.connect()  # creates the ClickHouse table
-    ch.command(f"SYSTEM STOP MERGES `{table}`")
-    steps = [
-        f"INSERT INTO {table} VALUES (1, 'Ada', 100), (2, 'Blaise', 200), (3, 'Charles', 300)",
-        *(f"UPDATE {table} SET balance = balance + 50 WHERE id = {n}" for n in (1, 2, 3)),
-        f"DELETE FROM {table} WHERE id = 3",
-    ]
-    for step in steps:
-        run_sql(stack, step)
-        router.catch_up()  # one batch per change: the versions stay apart
-    yield table, router
-    router.close()
-    run_sql(stack, f"DROP TABLE IF EXISTS {table}")
-    ch.command(f"DROP TABLE IF EXISTS `{table}`")
-
-
-def test_lesson10_fails_on_the_placeholder_and_on_bad_sql(stack: Stack, accounts) -> None:
-    table, router = accounts
-    check = lesson10.check_accounts_query
-    fails(check, stack, router, None, table, says="placeholder")
-    fails(check, stack, router, f"SELECT nothing FROM {table}", table, says="refused the query")
-    fails(check, stack, router, f"SELECT id, balance FROM {table}", table, says="one row")
-
-
-def test_lesson10_fails_on_a_query_without_final(stack: Stack, accounts) -> None:
-    table, router = accounts
-    every_version = f"SELECT count(), sum(balance) FROM {table}"
-    failed = fails(
-        lesson10.check_accounts_query, stack, router, every_version, table,
-        says="every stored version",
-    )  # fmt: skip
-    assert "FINAL" in failed.hint
-
-
-def test_lesson10_fails_when_the_deleted_account_is_counted(stack: Stack, accounts) -> None:
-    table, router = accounts
-    newest = (
-        f"SELECT count(), sum(b) FROM (SELECT argMax(balance, lsn) AS b FROM {table} GROUP BY id)"
-    )
-    fails(lesson10.check_accounts_query, stack, router, newest, table, says="tombstone")
-
-
-def test_lesson10_fails_on_numbers_written_by_hand(stack: Stack, accounts) -> None:
-    table, router = accounts
-    by_hand = "SELECT 2, toDecimal64(400, 2)"
-    fails(
-        lesson10.check_accounts_query, stack, router, by_hand, table, says="after one more update"
-    )
-
-
+# ---- lesson 10: the prediction of exhibit 1 ------------------------------------------------------
 @pytest.mark.parametrize(
-    "query",
+    ("prediction", "says"),
     [
-        "SELECT count(), sum(balance) FROM {table} FINAL",
-        "SELECT count(), sum(b) FROM (SELECT argMax(balance, lsn) AS b, "
-        "argMax(is_deleted, lsn) AS gone FROM {table} GROUP BY id) WHERE gone = 0",
+        (True, "✓ You predicted True: right."),
+        ("yes", "✓ You predicted 'yes': right."),
+        (False, "as it does in lesson 07"),
+        (None, "holds no prediction yet"),
     ],
-    ids=["final", "argmax"],
+    ids=["right", "right, as a word", "wrong", "placeholder"],
 )
-def test_lesson10_passes_on_both_correct_queries(
-    stack: Stack, accounts, query: str, capsys: pytest.CaptureFixture[str]
+def test_lesson10_the_ghost_prediction_gets_its_explanation(
+    prediction: object, says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    table, router = accounts
-    lesson10.check_accounts_query(stack, router, query.format(table=table), table)
-    assert "✓ 2 accounts, 401.00 in total" in capsys.readouterr().out
+    lesson10.reveal_ghost(prediction, True)  # never raises
+    out = capsys.readouterr().out
+    assert says in out and "('', 1)" in out
+
+
+# ---- lesson 10: the TOAST repair at the source -------------------------------------------------
+LONG = "Notes on the Analytical Engine. " * 200  # 6,400 characters: stored out of line
+
+
+@pytest.fixture()
+def notes(stack: Stack) -> Iterator[tuple[str, int]]:
+    """The exercise's table, fresh: three notes with long bodies (TOASTed), and the WAL position
+    before it was made (the check reads the table's own events from there)."""
+    table = f"test_notes_{uuid.uuid4().hex[:8]}"
+    conn = stack.pg_connection()
+    conn.autocommit = True
+    since = replication.current_wal_lsn(conn)
+    conn.close()
+    run_sql(stack, f"CREATE TABLE {table} (id int PRIMARY KEY, title text NOT NULL, "
+                   "body text NOT NULL)")  # fmt: skip
+    run_sql(stack, f"ALTER TABLE {table} ALTER COLUMN body SET STORAGE EXTERNAL")
+    run_sql(stack, f"INSERT INTO {table} SELECT n, 'Note ' || n, :body "
+                   "FROM generate_series(1, 3) AS n", body=LONG)  # fmt: skip
+    yield table, since
+    run_sql(stack, f"DROP TABLE IF EXISTS {table}")
+    stack.clickhouse().command(f"DROP TABLE IF EXISTS `{table}_naive`")
+
+
+def full(stack: Stack, table: str) -> None:
+    run_sql(stack, f"ALTER TABLE {table} REPLICA IDENTITY FULL")
+
+
+def test_lesson10_the_toast_fix_passes_when_applied_before_the_migration(
+    stack: Stack, notes: tuple[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, since = notes
+    full(stack, table)
+    lesson10.check_toast_fix(stack, table, since)
+    assert "✓" in capsys.readouterr().out
+    lesson10.check_toast_fix(stack, table, lsn_to_str(since))  # again: no second migration
+    assert "✓" in capsys.readouterr().out
+    titles = run_sql(stack, f"SELECT title FROM {table} ORDER BY id")
+    assert titles == [("Note 1 (revised)",), ("Note 2 (revised)",), ("Note 3 (revised)",)]
+
+
+def test_lesson10_the_toast_fix_fails_when_nothing_was_done(
+    stack: Stack, notes: tuple[str, int]
+) -> None:
+    table, since = notes
+    failed = fails(lesson10.check_toast_fix, stack, table, since, says="still has REPLICA "
+                   "IDENTITY DEFAULT")  # fmt: skip
+    assert "note 1: body is '' in ClickHouse, 6,400 characters in PostgreSQL" in failed.problem
+    assert "re-run the cell that makes the table" in failed.problem
+
+
+def test_lesson10_the_toast_fix_fails_on_the_wrong_table(
+    stack: Stack, notes: tuple[str, int]
+) -> None:
+    table, since = notes
+    decoy = f"test_decoy_{uuid.uuid4().hex[:8]}"
+    run_sql(stack, f"CREATE TABLE {decoy} (id int PRIMARY KEY)")
+    try:
+        full(stack, decoy)
+        fails(
+            lesson10.check_toast_fix, stack, table, since,
+            says=f"REPLICA IDENTITY FULL is set on {decoy}, but the migration changed {table}",
+        )  # fmt: skip
+    finally:
+        run_sql(stack, f"DROP TABLE {decoy}")
+
+
+def test_lesson10_the_toast_fix_fails_when_applied_after_the_migration(
+    stack: Stack, notes: tuple[str, int]
+) -> None:
+    table, since = notes
+    fails(lesson10.check_toast_fix, stack, table, since, says="still has REPLICA IDENTITY")
+    full(stack, table)  # too late: the migration's updates are in the WAL already
+    failed = fails(lesson10.check_toast_fix, stack, table, since,
+                   says="were logged before it was set")  # fmt: skip
+    assert "note 2: body is ''" in failed.problem
+
+
+def test_lesson10_the_toast_fix_needs_its_table(stack: Stack) -> None:
+    fails(lesson10.check_toast_fix, stack, "test_notes_missing", 0, says="there is no table")
 
 
 # ---- lesson 10: the exhibits' own checks -------------------------------------------------------
@@ -216,7 +225,8 @@ def test_sorted_by_primary_key_tells_a_hand_written_key_from_the_kits(stack: Sta
         fails(lesson10.sorted_by_primary_key, ch, database, table, says="sorted by (country, id)")
     finally:
         ch.command(f"DROP TABLE IF EXISTS `{table}`")
-    lesson10.sorted_by_primary_key(ch, database, "customer")  # made by the kit from its model
+    ch.command(olap.create_table_sql(olap.CustomerOlap, database))  # as the router makes it
+    lesson10.sorted_by_primary_key(ch, database, "customer")
 
 
 def test_capture_slot_safe_notices_a_setting_left_changed(stack: Stack) -> None:

@@ -1,36 +1,26 @@
-"""Checks of lesson 10: each exhibit's fix, and the exercise (a correct query without merges)."""
+"""Checks of lesson 10: each exhibit's fix, the prediction of exhibit 1, and the exercise (the
+TOAST repair at the source, proved by PostgreSQL == ClickHouse after a migration the check runs)."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from clickhouse_connect.driver.binding import quote_identifier
-from clickhouse_connect.driver.exceptions import ClickHouseError
-from sqlalchemy import text
 
-from cdc_kit import reconcile
+from cdc_kit import reconcile, replication
 from cdc_kit.checks.common import (
     CheckFailed,
+    judge_prediction,
     ordered_by,
     passed,
-    require_answer,
     self_check,
     show_solution,
     table_order,
+    topic_events,
+    wait_for,
 )
-from cdc_kit.errors import first_line
+from cdc_kit.lsn import str_to_lsn
 from cdc_kit.replication import slot_health
-
-START_HINT = (
-    "assign the query as text: accounts_sql = \"SELECT count(), sum(balance) FROM "
-    "museum_account ...\"; what must the query add so that old versions and deleted accounts "
-    "do not count? (the exhibit's text says)"
-)
-ACCOUNTS_HINT = (
-    "read through FINAL (... FROM museum_account FINAL), which keeps the newest version of "
-    "each row and hides deleted rows; or take argMax(column, lsn) per id and keep is_deleted = 0"
-)
 
 
 # ---- the exhibits' fixes (they must pass in every run: they check the kit) ---------------------
@@ -59,7 +49,7 @@ def sorted_by_primary_key(ch: Any, database: str, table: str, key: str = "id") -
             f"{table} is sorted by ({shown}), not by its primary key ({key})",
             "create the table from the model (router.register), which refuses any other key",
         )
-    passed(f"{table} is ORDER BY {key}: a tombstone now replaces the row it deletes")
+    passed(f"{table} is ORDER BY {key}: a delete marker now replaces the row it deletes")
 
 
 def snapshot_then_stream(
@@ -95,98 +85,238 @@ def capture_slot_safe(conn: Any, slot: str, setting_before: str, gone: str) -> N
     if gone in status:
         raise CheckFailed(f"the invalidated slot {gone} still exists: drop it")
     passed(
-        f"{slot} is {status[slot]}, max_slot_wal_keep_size is back to {setting}, and the "
-        f"lost slot {gone} is dropped"
+        f"{slot} is {status[slot]}, max_slot_wal_keep_size is {setting} as before, and the "
+        f"idle slot {gone} is dropped"
     )
 
 
-# ---- the exercise -----------------------------------------------------------------------------
-def _answer(ch: Any, query: str) -> tuple[int, Decimal]:
-    try:
-        rows = ch.query(query).result_rows
-    except ClickHouseError as exc:
-        reason = f"ClickHouse refused the query: {first_line(exc)}"
-        raise CheckFailed(reason, ACCOUNTS_HINT) from None
-    if len(rows) != 1 or len(rows[0]) != 2:
-        raise CheckFailed(
-            f"the query returned {len(rows)} row(s) of {len(rows[0]) if rows else 0} "
-            "value(s); it must return one row: the number of accounts, the total balance",
-            ACCOUNTS_HINT,
+# ---- the prediction of exhibit 1 ---------------------------------------------------------------
+def _yes_no(value: Any) -> Any:
+    """True/False, also written as 'yes'/'no'."""
+    if isinstance(value, str):
+        return {"yes": True, "no": False, "true": True, "false": False}.get(
+            value.strip().lower(), value
         )
-    count, total = rows[0]
-    return int(count), Decimal(str(total or 0))
+    return value
 
 
-def _source(engine: Any, table: str) -> tuple[int, Decimal]:
-    name = engine.dialect.identifier_preparer.quote(table)
-    with engine.connect() as conn:
-        count, total = conn.execute(
-            text(f"SELECT count(*), coalesce(sum(balance), 0) FROM {name}")  # noqa: S608 - quoted identifier
-        ).one()
-    return int(count), Decimal(total)
-
-
-def _one_more_change(engine: Any, table: str) -> None:
-    """Add 1 to the first account's balance: a query that hardcodes numbers cannot follow."""
-    name = engine.dialect.identifier_preparer.quote(table)
-    with engine.begin() as conn:
-        conn.execute(
-            text(f"UPDATE {name} SET balance = balance + 1 WHERE id = (SELECT min(id) FROM {name})")  # noqa: S608 - quoted identifier
-        )
-
-
-def _diagnose(ch: Any, table: str, answer: tuple[int, Decimal], truth: tuple[int, Decimal]) -> None:
-    name = quote_identifier(table)
-    every_version = ch.query(f"SELECT count(), sum(balance) FROM {name}").result_rows[0]  # noqa: S608 - quoted identifier
-    newest = ch.query(
-        f"SELECT count(), sum(b) FROM (SELECT argMax(balance, lsn) AS b FROM {name} GROUP BY id)"  # noqa: S608 - quoted identifier
-    ).result_rows[0]
-    if answer == (int(every_version[0]), Decimal(str(every_version[1]))):
-        raise CheckFailed(
-            f"your query counted every stored version ({answer[0]} rows for {truth[0]} "
-            "accounts): without FINAL, ClickHouse returns versions it has not merged yet",
-            ACCOUNTS_HINT,
-        )
-    if answer[0] == int(newest[0]) and answer[0] != truth[0]:
-        raise CheckFailed(
-            f"your query counts {answer[0]} accounts, PostgreSQL has {truth[0]}: the newest "
-            "version of a deleted account is its tombstone (is_deleted = 1), and it was counted",
-            "keep only rows whose newest version has is_deleted = 0, or use FINAL, which "
-            "hides them",
-        )
-    raise CheckFailed(
-        f"your query answers {answer[0]} accounts and {answer[1]} in total; PostgreSQL has "
-        f"{truth[0]} and {truth[1]}",
-        ACCOUNTS_HINT,
+def reveal_ghost(prediction: Any, ada_in_final: bool) -> None:
+    """Feedback on `predicted_ghost`: does FINAL still show Ada after her delete was routed?"""
+    judge_prediction(
+        prediction,
+        ada_in_final,
+        name="predicted_ghost",
+        normalise=_yes_no,
+        why=(
+            "ReplacingMergeTree replaces rows whose ORDER BY key is equal. Ada's row has the "
+            "key ('US', 1); her delete marker carries only the id, with '' in country, so its "
+            "key is ('', 1). Two keys, two rows: FINAL hides the delete marker and keeps Ada."
+        ),
+        wrong={
+            False: (
+                "You expected the delete marker to replace Ada's row, as it does in lesson 07. "
+                "It would if both rows had the same ORDER BY key; here the key includes "
+                "country, and a delete event does not carry it."
+            ),
+        },
     )
+
+
+# ---- the exercise: the TOAST repair at the source -----------------------------------------------
+NOTE_COLUMNS = ["id", "title", "body", "is_deleted", "lsn"]
+
+NOTHING_HINTS = (
+    "What does PostgreSQL write to the WAL for an UPDATE that does not touch a TOASTed column?",
+    "Exhibit 2 names the source-side fix: a per-table setting that makes PostgreSQL log the "
+    "whole old row (look for REPLICA IDENTITY).",
+    "Re-run the cell that makes the notes table, apply the setting to that table with "
+    "ALTER TABLE, then run this check.",
+)
+WRONG_TABLE_HINTS = (
+    "Which table does the migration change, and which one did you alter?",
+    "REPLICA IDENTITY is set per table: re-run the cell that makes the notes table, alter "
+    "that one, then run this check.",
+)
+TOO_LATE_HINTS = (
+    "When does REPLICA IDENTITY take effect: for changes already in the WAL, or only for "
+    "later ones?",
+    "Re-run the cell that makes the notes table (a fresh one), apply your fix, and only then "
+    "run this check, which runs the migration.",
+)
+
+
+def _pg_notes(conn: Any, table: str) -> dict[int, tuple[str, str]]:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT id, title, body FROM {_pg_name(table)}")  # noqa: S608 - quoted identifier
+        return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
+
+
+def _pg_name(table: str) -> str:
+    return '"' + table.replace('"', '""') + '"'
+
+
+def _exists(conn: Any, table: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (_pg_name(table),))
+        return bool(cur.fetchone()[0])
+
+
+def _events_since(stack: Any, table: str, since: int) -> list[Any]:
+    """The table's events on the topic written after `since` (the table's own life)."""
+    events = topic_events(stack, table)
+    return [event for event in events.itertuples() if str_to_lsn(event.lsn) > since]
+
+
+def _migrate(conn: Any, table: str) -> int:
+    """The migration the exercise protects: every note's title changes, no body is touched."""
+    with conn.cursor() as cur:
+        cur.execute(f"UPDATE {_pg_name(table)} SET title = title || ' (revised)'")  # noqa: S608 - quoted identifier
+        return cur.rowcount
+
+
+def naive_copy(ch: Any, table: str, events: list[Any]) -> str:
+    """Route `events` the naive way (exhibit 2: every payload an upsert, every missing value a
+    type default) into a fresh `<table>_naive`; returns that table's name."""
+    naive = f"{table}_naive"
+    ch.command(f"DROP TABLE IF EXISTS {quote_identifier(naive)}")
+    ch.command(
+        f"CREATE TABLE {quote_identifier(naive)} (id UInt64, title String, body String, "
+        "is_deleted UInt8, lsn UInt64) ENGINE = ReplacingMergeTree(lsn, is_deleted) ORDER BY id"
+    )
+    rows = []
+    for event in events:
+        if event.operation not in ("read", "insert", "update", "delete"):
+            continue
+        payload = event.payload or {}
+        rows.append([
+            payload.get("id") or 0,
+            payload.get("title") or "",
+            payload.get("body") or "",  # absent (unchanged TOAST) becomes '': the trap
+            int(event.operation == "delete"),
+            str_to_lsn(event.lsn),
+        ])  # fmt: skip
+    if rows:
+        ch.insert(naive, rows, column_names=NOTE_COLUMNS)
+    return naive
+
+
+def _ch_notes(ch: Any, naive: str) -> dict[int, tuple[str, str]]:
+    rows = ch.query(f"SELECT id, title, body FROM {quote_identifier(naive)} FINAL").result_rows  # noqa: S608 - quoted identifier
+    return {int(row[0]): (row[1], row[2]) for row in rows}
+
+
+def _shown(value: str) -> str:
+    return f"{len(value):,} characters" if len(value) > 40 else repr(value)
+
+
+def _differences(source: dict, warehouse: dict) -> list[str]:
+    """One line per note that differs, naming the column and both values."""
+    lines = []
+    for note in sorted(source.keys() | warehouse.keys()):
+        if note not in warehouse:
+            lines.append(f"note {note} is missing in ClickHouse")
+        elif note not in source:
+            lines.append(f"note {note} is in ClickHouse only")
+        else:
+            for column, pg_value, ch_value in zip(
+                ("title", "body"), source[note], warehouse[note], strict=True
+            ):
+                if pg_value != ch_value:
+                    lines.append(
+                        f"note {note}: {column} is {_shown(ch_value)} in ClickHouse, "
+                        f"{_shown(pg_value)} in PostgreSQL"
+                    )
+    return lines
+
+
+def _full_siblings(conn: Any, table: str) -> list[str]:
+    """Other tables of the lesson (same name prefix, e.g. museum_) set to REPLICA IDENTITY FULL."""
+    prefix = table.split("_")[0] + "\\_%"
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relreplident = 'f' "
+            "AND c.relname LIKE %s AND c.relname <> %s ORDER BY 1",
+            (prefix, table),
+        )
+        return [row[0] for row in cur.fetchall()]
 
 
 @self_check
-def check_accounts_query(stack: Any, router: Any, accounts_sql: Any,
-                         table: str = "museum_account") -> None:  # fmt: skip
-    """`accounts_sql` returns (number of accounts, total balance) as PostgreSQL has them, and
-    still does after one more change is routed."""
-    require_answer(accounts_sql, "accounts_sql", START_HINT)
-    if not isinstance(accounts_sql, str):
-        raise CheckFailed(
-            f"`accounts_sql` is a {type(accounts_sql).__name__}, not SQL text", START_HINT
-        )
-    ch, engine = stack.clickhouse(), stack.pg_engine()
-    truth, answer = _source(engine, table), _answer(ch, accounts_sql)
-    if answer != truth:
-        _diagnose(ch, table, answer, truth)
-    _one_more_change(engine, table)
-    router.catch_up()
-    truth, answer = _source(engine, table), _answer(ch, accounts_sql)
-    if answer != truth:
-        raise CheckFailed(
-            f"after one more update PostgreSQL has {truth[0]} accounts and {truth[1]}, your "
-            f"query answers {answer[0]} and {answer[1]}",
-            ACCOUNTS_HINT,
-        )
+def check_toast_fix(stack: Any, table: str, since: int | str) -> None:
+    """After the fix, a migration that changes every note's title (the check runs it once per
+    table) reaches ClickHouse whole through the naive router: PostgreSQL == ClickHouse, row by
+    row. `since` is the WAL position before the table was made (older events are not its own)."""
+    since = str_to_lsn(since) if isinstance(since, str) else int(since)
+    conn = stack.pg_connection()
+    conn.autocommit = True
+    try:
+        if not _exists(conn, table):
+            raise CheckFailed(
+                f"there is no table {table} in PostgreSQL",
+                "run the cell before the exercise: it makes the table and its notes",
+            )
+        events = _events_since(stack, table, since)
+        migrated_now = not any(event.operation == "update" for event in events)
+        if migrated_now:
+            changed = _migrate(conn, table)
+            events = wait_for(
+                lambda: _updates_arrived(stack, table, since, changed), timeout=20, every=0.3
+            )
+            if events is None:
+                raise CheckFailed(
+                    f"the migration's {changed} updates of {table} did not reach the topic "
+                    "within 20 s",
+                    "is capture running? `python -m cdc_kit status` says",
+                )
+        naive = naive_copy(stack.clickhouse(), table, events)
+        source, warehouse = _pg_notes(conn, table), _ch_notes(stack.clickhouse(), naive)
+        differences = _differences(source, warehouse)
+        if differences:
+            _diagnose(conn, table, differences, migrated_now)
+        identity = replication.replica_identity(conn, table)
+    finally:
+        conn.close()
     passed(
-        f"{truth[0]} accounts, {truth[1]} in total: the same in PostgreSQL and from your query, "
-        "also after one more update (merges or not)"
+        f"{table}: PostgreSQL and the naive router's copy agree row by row ({len(source)} "
+        f"notes) after the migration changed every title; REPLICA IDENTITY {identity} sent "
+        "each body along"
+    )
+
+
+def _updates_arrived(stack: Any, table: str, since: int, count: int) -> list[Any] | None:
+    events = _events_since(stack, table, since)
+    return events if sum(e.operation == "update" for e in events) >= count else None
+
+
+def _diagnose(conn: Any, table: str, differences: list[str], migrated_now: bool) -> None:
+    shown = "; ".join(differences[:3]) + (f"; ... ({len(differences)} in all)"
+                                          if len(differences) > 3 else "")  # fmt: skip
+    identity = replication.replica_identity(conn, table)
+    ran = (
+        "The migration has run now (once per table): re-run the cell that makes the table, "
+        "then your fix, then this check."
+        if migrated_now
+        else "The migration had run already."
+    )
+    if identity == "FULL":
+        raise CheckFailed(
+            f"{table} has REPLICA IDENTITY FULL now, but the migration's updates were logged "
+            f"before it was set, without the bodies: {shown}. The setting changes what "
+            "PostgreSQL writes from then on, not what is already in the WAL",
+            TOO_LATE_HINTS,
+        )
+    siblings = _full_siblings(conn, table)
+    if siblings:
+        raise CheckFailed(
+            f"REPLICA IDENTITY FULL is set on {', '.join(siblings)}, but the migration changed "
+            f"{table}, whose REPLICA IDENTITY is still {identity}: {shown}. {ran}",
+            WRONG_TABLE_HINTS,
+        )
+    raise CheckFailed(
+        f"{table} still has REPLICA IDENTITY {identity}: the migration's updates did not carry "
+        f"the unchanged bodies, and the naive router wrote '': {shown}. {ran}",
+        NOTHING_HINTS,
     )
 
 
