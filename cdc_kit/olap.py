@@ -393,7 +393,7 @@ def table_sql_order_by(model: type[CdcOlapModelBase]) -> str:
             f"{model.__name__}: ORDER BY {order_by} must be the source primary key "
             f"{primary_key}. ReplacingMergeTree replaces rows with equal ORDER BY keys, and a "
             "delete event carries only the primary key (other columns hold defaults), so with "
-            "any other key the tombstone does not replace the row it deletes."
+            "any other key the delete marker does not replace the row it deletes."
         )
     return ", ".join(quote_identifier(column) for column in order_by)
 

@@ -132,7 +132,7 @@ def test_order_by_other_than_the_primary_key_is_refused() -> None:
     class ByCountry(olap.CustomerOlap):
         __order_by__ = ("country", "id")
 
-    with pytest.raises(ValueError, match="tombstone does not replace"):
+    with pytest.raises(ValueError, match="delete marker does not replace"):
         olap.create_table_sql(ByCountry)
 
 
