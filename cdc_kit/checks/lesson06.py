@@ -40,9 +40,9 @@ WANTED = {
 }
 
 MODEL_HINTS = (
-    "Which class in step 6 is the OLAP model of a new table? Write RefundOlap the same way",
-    "Its bases: CdcOlapModelBase, RefundBase and CdcFields; its class setting __table__ names "
-    "the source table",
+    "Which class in step 6 is the OLAP model of a new table?",
+    "Write RefundOlap like PaymentOlap: the same bases with RefundBase in PaymentBase's place, "
+    "and __table__ naming the source table",
 )
 REGISTER_HINTS = (
     "How did step 6 tell the router about payment?",

@@ -34,7 +34,7 @@ EXISTS_HINTS = (
 )
 NEWEST_HINTS = (
     "Is the largest value of a column the newest one?",
-    "argMax(units, lsn): the units of the row with the highest lsn",
+    "step 2's argMax: a column's value in the row with the highest lsn",
 )
 START_AGAIN = ("run the cell before the exercise again: it stops merges and writes a new day",)
 
