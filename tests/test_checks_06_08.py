@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
@@ -444,3 +445,19 @@ def test_lesson08_the_prediction_of_an_added_column_says_what_happened(
         router.close()
         lab.clickhouse().command("DROP TABLE IF EXISTS lesson08_shipment")
         run_sql(lab, "DROP TABLE IF EXISTS lesson08_shipment")
+
+
+@pytest.mark.parametrize(
+    ("module", "answer"),
+    [
+        (lesson06, 'Annotated[int, "uint64"]'),
+        (lesson06, 'Annotated[str, "LowCardinality"]'),
+        (lesson07, "argMax(is_deleted, lsn) = 0"),
+        (lesson08, "MODIFY COLUMN cost Decimal(10, 2)"),
+        (lesson08, "MODIFY COLUMN `cost` Decimal(10, 2)"),
+    ],
+    ids=["06 uint64", "06 LowCardinality", "07 HAVING", "08 ALTER", "08 ALTER quoted"],
+)
+def test_no_check_of_lessons_06_08_spells_out_its_solution(module: object, answer: str) -> None:
+    source = Path(module.__file__).read_text()  # type: ignore[attr-defined]
+    assert answer not in source, f"{module.__name__} spells out {answer!r}"
