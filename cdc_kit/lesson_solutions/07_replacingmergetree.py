@@ -1,5 +1,9 @@
 """Solutions of notebooks/07_replacingmergetree.ipynb, one block per exercise cell id."""
 
+# %% exercise-predict-versions
+# the rows of SKU 1: (without FINAL, with FINAL), two numbers
+predicted_rows = (4, 1)  # the first load's version and one per update; FINAL shows the newest
+
 # %% exercise-newest-units
 newest_sql = """
 SELECT id, argMax(units, lsn) AS units
