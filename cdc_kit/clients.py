@@ -76,12 +76,34 @@ def kafka_consumer(settings: Settings, *topics: str, **kwargs: Any) -> Any:
 
 
 def kafka_admin(settings: Settings, **kwargs: Any) -> Any:
-    """A kafka-python admin client (topics, the cluster id)."""
+    """A kafka-python admin client (topics, the cluster id).
+
+    When the broker cannot be reached, kafka-python 3.0's constructor raises and leaves its
+    network thread and sockets open (about 5 descriptors per try, measured): a service that
+    retries every few seconds would pile them up. Those are closed here before re-raising.
+    """
     from kafka.admin import KafkaAdminClient
 
-    return KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, **{"request_timeout_ms": 5000, **kwargs}
-    )
+    admin = KafkaAdminClient.__new__(KafkaAdminClient)
+    try:
+        admin.__init__(  # type: ignore[misc]
+            bootstrap_servers=settings.kafka_bootstrap,
+            **{"request_timeout_ms": 5000, "bootstrap_timeout_ms": 5000, **kwargs},
+        )
+    except BaseException:
+        _close_half_made(admin)
+        raise
+    return admin
+
+
+def _close_half_made(admin: Any) -> None:
+    """Close what a failed KafkaAdminClient constructor opened (its close() skips them)."""
+    for part, close in (("_client", "close"), ("_net", "stop"), ("_metrics", "close")):
+        if hasattr(admin, part):
+            try:
+                getattr(getattr(admin, part), close)()
+            except Exception:  # noqa: BLE001, S110 - best effort: the constructor's error matters
+                pass
 
 
 def cluster_id(admin: Any) -> str:

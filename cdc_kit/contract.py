@@ -82,6 +82,29 @@ def build_event(
     return OutgoingEvent(key=key, value=value)
 
 
+def mark_commit(
+    events: list[OutgoingEvent],
+    end_lsn: int,
+    commit_lsn: int | None = None,
+    commit_ts: datetime | None = None,
+) -> None:
+    """Stamp the events of one transaction with its commit; the last one closes it.
+
+    `last_in_txn` on the last event tells the router that, once it has written that event,
+    every change up to `end_lsn` is in ClickHouse (it records that; capture then confirms).
+    A snapshot, which has no commit of its own, passes only its consistent point as `end_lsn`.
+    """
+    commit: dict[str, Any] = {"end_lsn": lsn_to_str(end_lsn), "last_in_txn": False}
+    if commit_lsn is not None:
+        commit["commit_lsn"] = lsn_to_str(commit_lsn)
+        commit["commit_ts"] = commit_ts.isoformat() if commit_ts else None
+    for event in events:
+        event.value["metadata"].update(commit)
+        event.end_lsn = end_lsn
+    if events:
+        events[-1].value["metadata"]["last_in_txn"] = True
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date | time):
         return value.isoformat()

@@ -44,6 +44,28 @@ def confirmed_lsn(conn: Any, slot: str) -> int | None:
     return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
+def slot_active(conn: Any, slot: str) -> bool | None:
+    """Whether a consumer is streaming from `slot` now (None: there is no such slot)."""
+    rows = _execute(conn, "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    return bool(rows[0][0]) if rows else None
+
+
+def primary_key_columns(conn: Any, schema: str, table: str) -> list[str]:
+    """The primary-key columns of a table, in key order (capture's message keys).
+
+    Not the replica-identity columns a Relation message flags: under FULL those are all.
+    """
+    rows = _execute(
+        conn,
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+        "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = format('%%I.%%I', %s, %s)::regclass AND i.indisprimary "
+        "ORDER BY array_position(i.indkey, a.attnum)",
+        (schema, table),
+    )
+    return [row[0] for row in rows]
+
+
 def check_wal_level(conn: Any) -> None:
     """Raise a clear error unless the server can do logical decoding."""
     level = _execute(conn, "SHOW wal_level")[0][0]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
+import psutil
 import pytest
 
 from cdc_kit import olap, oltp
@@ -160,3 +161,29 @@ def test_snapshot_lost_with_the_broker_is_taken_again(fault_stack) -> None:
         worker.join(timeout=30)
         drop_slot_and_publication(conn, settings)
         conn.close()
+
+
+def test_twenty_broker_restarts_leave_captures_files_and_threads_flat(fault_stack) -> None:
+    """Each restart ends capture's session; the next one must not pile up producers, clients
+    and sockets: what the session opened is closed."""
+    stack, _ = fault_stack
+    capture = stack.service("capture")
+
+    def streaming_again() -> bool:
+        pid = capture.running_pid()
+        return bool(pid) and all(status.healthy for status in stack.status())
+
+    def counts() -> tuple[int, int]:
+        process = psutil.Process(capture.running_pid())
+        return process.num_fds(), process.num_threads()
+
+    assert wait_until(streaming_again, timeout=30)
+    time.sleep(1.0)
+    before = counts()
+    for _ in range(20):
+        restart("broker")(stack)
+        assert wait_until(streaming_again, timeout=60), capture.log_tail(15)
+    time.sleep(1.0)
+    after = counts()
+    assert after[0] <= before[0] + 4, f"open files: {before[0]} before, {after[0]} after"
+    assert after[1] <= before[1] + 2, f"threads: {before[1]} before, {after[1]} after"

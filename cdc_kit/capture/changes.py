@@ -18,8 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from cdc_kit import pgoutput
-from cdc_kit.contract import OutgoingEvent, build_event
-from cdc_kit.lsn import lsn_to_str
+from cdc_kit.contract import OutgoingEvent, build_event, mark_commit
 
 
 @dataclass
@@ -94,17 +93,7 @@ class ChangeEventBuilder:
         self, txn: _Transaction, commit_lsn: int, end_lsn: int, commit_ts: datetime | None
     ) -> list[OutgoingEvent]:
         events = [event for _, event in txn.events]
-        commit = {
-            "commit_lsn": lsn_to_str(commit_lsn),
-            "end_lsn": lsn_to_str(end_lsn),
-            "commit_ts": commit_ts.isoformat() if commit_ts else None,
-            "last_in_txn": False,
-        }
-        for event in events:
-            event.value["metadata"].update(commit)
-            event.end_lsn = end_lsn
-        if events:
-            events[-1].value["metadata"]["last_in_txn"] = True
+        mark_commit(events, end_lsn, commit_lsn, commit_ts)
         return events
 
     # ---- schema ---------------------------------------------------------------------

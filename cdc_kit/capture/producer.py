@@ -93,6 +93,13 @@ class TransactionProducer:
         """Transactions sent but not yet fully acknowledged."""
         return len(self._pending)
 
+    def close(self) -> None:
+        """Drop what is not delivered (the slot sends it again) and free librdkafka's threads
+        and sockets: a session that ends must not leave its producer behind."""
+        self._producer.purge()
+        self._producer.poll(0)  # the purged messages' callbacks
+        self._producer.close()
+
     def flush(self, timeout: float = 30.0) -> int:
         """Wait until every queued message is delivered (or failed); returns `poll()`."""
         remaining = self._producer.flush(timeout)

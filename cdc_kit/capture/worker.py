@@ -16,11 +16,14 @@ Failures never end the service: it logs one clear line, waits, and starts a fres
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import select
 import signal
 import threading
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ from cdc_kit.capture.changes import ChangeEventBuilder
 from cdc_kit.capture.heartbeat import heartbeat_path, write_heartbeat
 from cdc_kit.capture.producer import TransactionProducer
 from cdc_kit.config import Settings, get_settings
-from cdc_kit.contract import OutgoingEvent
+from cdc_kit.contract import OutgoingEvent, mark_commit
 from cdc_kit.errors import CdcKitError, one_line
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.progress import ensure_progress_table, read_progress
@@ -123,18 +126,21 @@ class Capture:
                 if self._streaming_since and time.monotonic() - self._streaming_since > 30:
                     backoff = 0.5  # it had been healthy for a while: retry promptly
                 log.error("capture session ended: %s; retrying in %.1f s", message, backoff)
+                # The session's clients are closed; what kafka-python leaves in reference
+                # cycles (sockets of connections that never came up) goes now, not whenever
+                # the collector next runs: 20 broker restarts must not pile up descriptors.
+                gc.collect()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._write_status("stopped")
 
     # ---- one session -----------------------------------------------------------------
     def _session(self) -> None:
+        """One session: connections, producer and clients opened here are closed here."""
         s = self.settings
-        conn = clients.pg_connection(s)
-        producer = None
-        admin = None
-        repl = None
-        try:
+        with ExitStack() as opened:
+            conn = clients.pg_connection(s)
+            opened.callback(_close_quietly, conn)
             conn.autocommit = True
             replication.check_wal_level(conn)
             replication.ensure_publication(conn, s.publication_name)
@@ -147,36 +153,35 @@ class Capture:
             conn.autocommit = False
             snapshot.ensure_state_table(conn)
             producer = TransactionProducer(s)
+            opened.callback(_close_quietly, producer)
             admin = clients.kafka_admin(s)
+            opened.callback(_close_quietly, admin)
             broker_id = clients.cluster_id(admin)
+            warehouse = None
+            if s.confirm_after == "router":
+                warehouse = clients.clickhouse(s, database="default")
+                opened.callback(_close_quietly, warehouse)
             repl = clients.pg_connection(
                 s, connection_factory=psycopg2.extras.LogicalReplicationConnection
             )
+            opened.callback(_close_quietly, repl)
             cursor = repl.cursor()
             snapshot_pending = self._prepare_slot(conn, cursor, producer)
-            self._stream(conn, cursor, producer, admin, broker_id, snapshot_pending)
-        finally:
-            for resource in (admin, repl, conn):
-                if resource is not None:
-                    try:
-                        resource.close()
-                    except Exception:  # noqa: BLE001 - closing must never mask the real error
-                        pass
+            state = _StreamState(
+                cluster_id=broker_id,
+                snapshot_pending=snapshot_pending,
+                conn=conn,
+                warehouse=warehouse,
+            )
+            self._stream(cursor, producer, admin, state)
 
-    def _primary_key_lookup(self, conn: Any):
+    def _primary_key_lookup(self, conn: Any) -> Callable[[str, str], list[str]]:
+        """A cached `replication.primary_key_columns` on `conn`."""
         cache: dict[tuple[str, str], list[str]] = {}
 
         def lookup(schema: str, table: str) -> list[str]:
             if (schema, table) not in cache:
-                with conn.cursor() as cur:
-                    cur.execute(
-                        "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-                        "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                        "WHERE i.indrelid = format('%%I.%%I', %s, %s)::regclass AND i.indisprimary "
-                        "ORDER BY array_position(i.indkey, a.attnum)",
-                        (schema, table),
-                    )
-                    cache[(schema, table)] = [row[0] for row in cur.fetchall()]
+                cache[(schema, table)] = replication.primary_key_columns(conn, schema, table)
                 conn.commit()
             return cache[(schema, table)]
 
@@ -189,21 +194,17 @@ class Capture:
         (router-confirm mode), so the streaming loop can mark it done later; else None.
         """
         s = self.settings
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (s.slot_name,)
-            )
-            row = cur.fetchone()
+        active = replication.slot_active(conn, s.slot_name)
         conn.commit()
-        if row is not None and row[0]:
+        if active:
             raise CdcKitError(
                 f"replication slot '{s.slot_name}' is in use by another process "
                 "(another capture running?); stop it or set CDC_KIT_SLOT_NAME"
             )
         state = snapshot.snapshot_state(conn, s.slot_name)
-        if row is not None and (state is None or state[0]):
+        if active is not None and (state is None or state[0]):
             return None  # snapshot done (or slot made elsewhere): stream from the slot
-        if row is None:
+        if active is None:
             cursor.execute(
                 sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')")
                 .format(sql.Identifier(s.slot_name))
@@ -256,10 +257,7 @@ class Capture:
                 producer.poll()
                 count += len(chunk) - 1
                 chunk = chunk[-1:]
-        if chunk:
-            last = chunk[-1].value["metadata"]
-            last["end_lsn"] = lsn_to_str(consistent_point)
-            last["last_in_txn"] = True
+        mark_commit(chunk[-1:], end_lsn=consistent_point)  # the snapshot ends at the slot's start
         producer.send(chunk, end_lsn=0)
         count += len(chunk)
         producer.flush()
@@ -268,13 +266,7 @@ class Capture:
 
     # ---- streaming -------------------------------------------------------------------
     def _stream(
-        self,
-        conn: Any,
-        cursor: Any,
-        producer: TransactionProducer,
-        admin: Any,
-        broker_id: str,
-        snapshot_pending: int | None = None,
+        self, cursor: Any, producer: TransactionProducer, admin: Any, state: _StreamState
     ) -> None:
         s = self.settings
         try:
@@ -289,12 +281,10 @@ class Capture:
             )
         except psycopg2.Error as exc:
             raise CdcKitError(f"cannot stream slot '{s.slot_name}': {one_line(exc)}") from exc
-        lookup = self._primary_key_lookup(conn)
+        lookup = self._primary_key_lookup(state.conn)
         decoder = pgoutput.Decoder(proto_version=PROTO_VERSION)
         builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))
-        state = _StreamState(cluster_id=broker_id, snapshot_pending=snapshot_pending, conn=conn)
-        if s.confirm_after == "router":
-            state.warehouse = clients.clickhouse(s, database="default")
+        if state.warehouse is not None:
             ensure_progress_table(state.warehouse, s.clickhouse_database)
         self._write_status("streaming")
         self._streaming_since = time.monotonic()
@@ -334,7 +324,24 @@ class Capture:
         now: float,
         force: bool = False,
     ) -> None:
-        """Periodic work: learn what is safe, confirm it to PostgreSQL, watch the broker, log."""
+        """Periodic work: learn what is safe, watch the broker, confirm to PostgreSQL, log."""
+        idle = producer.in_flight == 0 and not builder.in_transaction
+        safe = self._safe_lsn(cursor, producer, state, idle)
+        if clients.cluster_id(admin) != state.cluster_id:
+            # Checked before every confirmation: after a broker restart nothing may be
+            # confirmed on the strength of acks or progress from the new, emptied broker.
+            raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
+        if safe > state.sent_lsn or force or idle:
+            self._confirm(cursor, state, safe, reply=idle)
+        self._write_status("streaming")
+        if now >= state.next_log:
+            self._log_progress(cursor, state, now)
+
+    def _safe_lsn(
+        self, cursor: Any, producer: TransactionProducer, state: _StreamState, idle: bool
+    ) -> int:
+        """How far every change is safe: acked by the broker and (router mode) written to
+        ClickHouse by the router. Also marks a pending snapshot done once it is written."""
         s = self.settings
         state.acked_lsn = producer.poll()
         safe = state.acked_lsn
@@ -348,39 +355,39 @@ class Capture:
                 snapshot.mark_snapshot(state.conn, s.slot_name, point, done=True)
                 log.info("snapshot written to ClickHouse by the router: done")
                 state.snapshot_pending = None
-        idle = producer.in_flight == 0 and not builder.in_transaction
         if idle and state.written_up_to_date():
             # Nothing of ours is in flight: everything PostgreSQL decoded so far is safe. This
             # keeps an idle slot from pinning WAL when other databases or tables change.
             safe = max(safe, cursor.wal_end or 0)
-        if clients.cluster_id(admin) != state.cluster_id:
-            # Checked before every confirmation: after a broker restart nothing may be
-            # confirmed on the strength of acks or progress from the new, emptied broker.
-            raise BrokerRestarted("the broker restarted (new cluster id): re-streaming")
-        if safe > state.sent_lsn or force or idle:
-            # force: psycopg2 otherwise only records the position and sends it at its next
-            # 10 s status interval, and a slot (and whoever waits on it) would lag that long.
-            # reply (when idle): the server answers with how far it has decoded, so WAL that
-            # carries no change of ours (DDL, vacuum) is confirmed within a tick, not ~10 s.
-            cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=True, reply=idle)
-            state.sent_lsn = max(safe, state.sent_lsn)
-            self.stats.confirmed_lsn = state.sent_lsn
-        self._write_status("streaming")
-        if now >= state.next_log:
-            if state.next_log:
-                elapsed = now - state.last_log_time
-                rate = (self.stats.events - state.events_at_last_log) / max(elapsed, 1e-6)
-                lag = max(0, (cursor.wal_end or 0) - state.sent_lsn)
-                log.info(
-                    "events %d (%.0f/s), confirmed %s, lag %d bytes",
-                    self.stats.events,
-                    rate,
-                    lsn_to_str(state.sent_lsn),
-                    lag,
-                )
-            state.events_at_last_log = self.stats.events
-            state.last_log_time = now
-            state.next_log = now + self.log_interval
+        return safe
+
+    def _confirm(self, cursor: Any, state: _StreamState, safe: int, reply: bool) -> None:
+        """Tell PostgreSQL the slot may move up to `safe` (never backwards).
+
+        force: psycopg2 otherwise only records the position and sends it at its next 10 s
+        status interval, and a slot (and whoever waits on it) would lag that long.
+        reply (when idle): the server answers with how far it has decoded, so WAL that carries
+        no change of ours (DDL, vacuum) is confirmed within a tick, not ~10 s.
+        """
+        cursor.send_feedback(flush_lsn=max(safe, state.sent_lsn), force=True, reply=reply)
+        state.sent_lsn = max(safe, state.sent_lsn)
+        self.stats.confirmed_lsn = state.sent_lsn
+
+    def _log_progress(self, cursor: Any, state: _StreamState, now: float) -> None:
+        if state.next_log:
+            elapsed = now - state.last_log_time
+            rate = (self.stats.events - state.events_at_last_log) / max(elapsed, 1e-6)
+            lag = max(0, (cursor.wal_end or 0) - state.sent_lsn)
+            log.info(
+                "events %d (%.0f/s), confirmed %s, lag %d bytes",
+                self.stats.events,
+                rate,
+                lsn_to_str(state.sent_lsn),
+                lag,
+            )
+        state.events_at_last_log = self.stats.events
+        state.last_log_time = now
+        state.next_log = now + self.log_interval
 
     def _write_status(self, state: str, error: str = "") -> None:
         """Beat the heartbeat that `status` and the CaptureService health check read."""
@@ -395,6 +402,14 @@ class Capture:
             confirmed_lsn=lsn_to_str(self.stats.confirmed_lsn),
             sessions=self.stats.sessions,
         )
+
+
+def _close_quietly(resource: Any) -> None:
+    """Close a session's resource; closing must never mask the error that ended the session."""
+    try:
+        resource.close()
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        log.debug("closing %s failed: %s", type(resource).__name__, one_line(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
