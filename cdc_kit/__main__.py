@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from cdc_kit.config import get_settings
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.services.process import ServiceStatus
 from cdc_kit.stack import Stack, get_stack
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         get_settings()
         return handler(args)
-    except CdcKitError as exc:
+    except FixableError as exc:  # a person can fix it: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, select
 
 from cdc_kit import oltp
-from cdc_kit.errors import CdcKitError, first_line
+from cdc_kit.errors import FixableError, first_line
 from cdc_kit.oltp import (
     Customer,
     CustomerBase,
@@ -194,7 +194,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise CdcKitError(
+            raise FixableError(
                 f"api: port {port} on {host} is not available ({exc.strerror}); "
                 "choose another with --port"
             ) from exc
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         oltp.create_all(engine)  # like the seed's init_db.py: safe to run again
     except OperationalError as exc:
-        raise CdcKitError(
+        raise FixableError(
             f"api: cannot reach PostgreSQL at {s.pg_host}:{s.pg_port} ({first_line(exc.orig)}); "
             "start the stack first: python -m cdc_kit up"
         ) from exc

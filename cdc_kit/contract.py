@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
+from cdc_kit.errors import CdcKitError
 from cdc_kit.lsn import LSN_PATTERN, checked_str_to_lsn, lsn_to_str
 
 Operation = Literal["read", "insert", "update", "delete", "truncate"]
@@ -32,7 +33,7 @@ OPERATIONS: tuple[str, ...] = get_args(Operation)
 LSN_FIELDS = ("lsn", "commit_lsn", "end_lsn")
 
 
-class EventParseError(ValueError):
+class EventParseError(CdcKitError, ValueError):
     """The bytes are not a valid change event; the message is the reason."""
 
 

@@ -1,11 +1,20 @@
-"""The one exception type cdc-kit raises for problems a person can fix (ports, paths, config).
+"""cdc-kit's exceptions: one family, so `except CdcKitError` catches whatever the kit raises.
 
-The CLI prints these as a single line instead of a traceback.
+    CdcKitError                      the root
+    ├── FixableError                 a person can fix it (a port, a path, a setting, a service
+    │   └── PortInUse                that is down); the CLI prints it as one line
+    ├── EventParseError, OlapValidationError, ModelError, PgOutputDecodeError   (also ValueError)
+    ├── RoutingError, DeliveryError, BrokerRestarted, RequestError
+    └── CheckFailed                  a lesson's exercise is not solved yet
 """
 
 
-class CdcKitError(RuntimeError):
-    """A problem with a clear, fixable cause; the message says what to do."""
+class CdcKitError(Exception):
+    """The root of every exception cdc-kit raises."""
+
+
+class FixableError(CdcKitError, RuntimeError):
+    """A problem with a clear, fixable cause; the message says what to do (one line)."""
 
 
 def first_line(exc: BaseException) -> str:

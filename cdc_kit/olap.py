@@ -39,12 +39,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, mod
 from pydantic_core import PydanticUndefined
 
 from cdc_kit.contract import ChangeEvent
+from cdc_kit.errors import CdcKitError
 from cdc_kit.oltp import CustomerBase, OrderBase, OrderItemBase, ProductBase
 
 EPOCH = datetime(1970, 1, 1)
 
 
-class OlapValidationError(ValueError):
+class OlapValidationError(CdcKitError, ValueError):
     """An event whose payload does not fit its OLAP model; the message says which fields."""
 
 
@@ -202,7 +203,7 @@ class OrderItemOlap(CdcOlapModelBase, OrderItemBase, CdcFields):
 OLAP_MODELS: dict[str, type[CdcOlapModelBase]] = {}
 
 
-class ModelError(ValueError):
+class ModelError(CdcKitError, ValueError):
     """A model that cannot work as a CDC table; the message says why and what to change."""
 
 

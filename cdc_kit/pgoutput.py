@@ -40,8 +40,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cdc_kit.errors import CdcKitError
 
-class PgOutputDecodeError(ValueError):
+
+class PgOutputDecodeError(CdcKitError, ValueError):
     """The bytes are not a valid pgoutput message (truncated, garbled, unknown type...)."""
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from psycopg2 import sql
 
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 
 ReplicaIdentity = Literal["DEFAULT", "FULL"]
@@ -70,7 +70,7 @@ def check_wal_level(conn: Any) -> None:
     """Raise a clear error unless the server can do logical decoding."""
     level = _execute(conn, "SHOW wal_level")[0][0]
     if level != "logical":
-        raise CdcKitError(
+        raise FixableError(
             f"wal_level is '{level}', logical replication needs 'logical': set wal_level=logical "
             "in postgresql.conf and restart PostgreSQL (the embedded stack does this for you)"
         )
@@ -173,7 +173,7 @@ def drop_slot(conn: Any, name: str) -> bool:
     if not rows:
         return False
     if rows[0][0]:
-        raise CdcKitError(
+        raise FixableError(
             f"replication slot '{name}' is in use by a running consumer; stop it first"
         )
     _execute(conn, "SELECT pg_drop_replication_slot(%s)", (name,))
@@ -203,7 +203,7 @@ def replica_identity(conn: Any, table: str, schema: str = "public") -> str:
         (schema, table),
     )
     if not code:
-        raise CdcKitError(f"table {schema}.{table} does not exist")
+        raise FixableError(f"table {schema}.{table} does not exist")
     return {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}[code[0][0]]
 
 

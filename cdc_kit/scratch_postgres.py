@@ -20,7 +20,7 @@ import psutil
 import psycopg2
 
 from cdc_kit.config import Settings
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.services.home import prepare_home
 from cdc_kit.services.postgres import SERVER_SETTINGS, PostgresService, find_pg_bin
 from cdc_kit.services.process import free_ports, process_alive, wait_until
@@ -49,7 +49,7 @@ def unavailable(settings: Settings) -> str | None:
         )
     try:
         find_pg_bin()
-    except CdcKitError as exc:
+    except FixableError as exc:
         return str(exc)
     return None
 

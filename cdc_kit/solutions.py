@@ -19,7 +19,7 @@ from typing import Any
 
 import nbformat
 
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -48,7 +48,7 @@ def read_solutions(path: Path) -> dict[str, str]:
     blocks: dict[str, str] = {}
     for cell_id, code in zip(parts[1::2], parts[2::2], strict=True):
         if cell_id in blocks:
-            raise CdcKitError(f"{path.name}: two solution blocks for cell {cell_id!r}")
+            raise FixableError(f"{path.name}: two solution blocks for cell {cell_id!r}")
         blocks[cell_id] = code.strip("\n") + "\n"
     return blocks
 
@@ -65,20 +65,20 @@ def solve(notebook_path: Path, solutions_dir: Path = SOLUTIONS) -> nbformat.Note
     exercises = [cell for cell in notebook.cells if tagged(cell, EXERCISE_TAG)]
     renumbered = [c.get("id", "?") for c in exercises if not c.get("id", "").startswith("exercise")]
     if renumbered:
-        raise CdcKitError(
+        raise FixableError(
             f"{notebook_path.name}: exercise cell id(s) {', '.join(renumbered)} are not of the "
             "form 'exercise-<name>': were they renumbered by nbstripout? Restore them "
             "(git checkout) and strip outputs with `nbstripout --keep-id`"
         )
     missing = [cell.get("id", "?") for cell in exercises if cell.get("id") not in blocks]
     if missing:
-        raise CdcKitError(
+        raise FixableError(
             f"{notebook_path.name}: no solution for exercise cell(s) {', '.join(missing)}; "
             f"add a '# %% <cell id>' block for each to {solutions_path}"
         )
     unused = sorted(set(blocks) - {cell.get("id") for cell in exercises})
     if unused:
-        raise CdcKitError(
+        raise FixableError(
             f"{solutions_path.name}: block(s) {', '.join(unused)} match no exercise cell of "
             f"{notebook_path.name} (cell ids must match and carry the tag '{EXERCISE_TAG}')"
         )
@@ -179,7 +179,7 @@ def write_solved(
     """Write a solved copy of every lesson into `out_dir`; returns the paths written."""
     out_dir = Path(out_dir).resolve()
     if out_dir == Path(notebooks_dir).resolve():
-        raise CdcKitError("refusing to overwrite the learners' notebooks: choose another folder")
+        raise FixableError("refusing to overwrite the learners' notebooks: choose another folder")
     notebooks = lesson_notebooks(notebooks_dir)
     solved = [(path, solve(path, solutions_dir)) for path in notebooks]  # all or nothing
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from cdc_kit import clients
 from cdc_kit.config import Settings, get_settings
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.services.broker import BrokerService
 from cdc_kit.services.capture_process import CaptureService
 from cdc_kit.services.clickhouse import ClickHouseService
@@ -109,7 +109,7 @@ class Stack:
         """Stop everything and delete the state folder (databases, logs)."""
         home = self.settings.home
         if home.exists() and not is_state_folder(home):
-            raise CdcKitError(f"refusing to delete {home}: it is not a cdc-kit state folder")
+            raise FixableError(f"refusing to delete {home}: it is not a cdc-kit state folder")
         self.down()
         shutil.rmtree(home, ignore_errors=True)
 
@@ -136,7 +136,7 @@ class Stack:
         down = [st for st in self._docker_status() if not st.healthy]
         if down:
             names = ", ".join(f"{st.name} ({st.address})" for st in down)
-            raise CdcKitError(
+            raise FixableError(
                 f"docker mode: not reachable: {names}; start those services, or use the "
                 "embedded stack (CDC_KIT_MODE=embedded)"
             )
@@ -171,7 +171,7 @@ def get_stack(settings: Settings | None = None) -> Stack:
 def ensure_running(settings: Settings | None = None, timeout: float = 120.0) -> Stack:
     """Start (embedded) or check (docker) the stack and return it, ready for clients.
 
-    Raises CdcKitError, naming the service and its log, if it is not ready within `timeout`.
+    Raises FixableError, naming the service and its log, if it is not ready within `timeout`.
     """
     stack = get_stack(settings)
     stack.up(timeout=timeout)

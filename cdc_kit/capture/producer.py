@@ -17,9 +17,10 @@ from confluent_kafka import KafkaException
 from cdc_kit import clients
 from cdc_kit.config import Settings
 from cdc_kit.contract import OutgoingEvent
+from cdc_kit.errors import CdcKitError
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(CdcKitError, RuntimeError):
     """The broker did not take a message; the caller must start over from the slot."""
 
 

@@ -39,7 +39,7 @@ from cdc_kit.capture.heartbeat import heartbeat_path, write_heartbeat
 from cdc_kit.capture.producer import TransactionProducer
 from cdc_kit.config import Settings, get_settings
 from cdc_kit.contract import OutgoingEvent, mark_commit
-from cdc_kit.errors import CdcKitError, one_line
+from cdc_kit.errors import CdcKitError, FixableError, one_line
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.progress import ensure_progress_table, read_progress
 
@@ -48,7 +48,7 @@ log = logging.getLogger("cdc_kit.capture")
 PROTO_VERSION = 2  # streams large in-progress transactions instead of spilling them to disk
 
 
-class BrokerRestarted(RuntimeError):
+class BrokerRestarted(CdcKitError, RuntimeError):
     """The broker's cluster id changed: its topics (and our unconfirmed messages) are gone."""
 
 
@@ -197,7 +197,7 @@ class Capture:
         active = replication.slot_active(conn, s.slot_name)
         conn.commit()
         if active:
-            raise CdcKitError(
+            raise FixableError(
                 f"replication slot '{s.slot_name}' is in use by another process "
                 "(another capture running?); stop it or set CDC_KIT_SLOT_NAME"
             )
@@ -280,7 +280,7 @@ class Capture:
                 },
             )
         except psycopg2.Error as exc:
-            raise CdcKitError(f"cannot stream slot '{s.slot_name}': {one_line(exc)}") from exc
+            raise FixableError(f"cannot stream slot '{s.slot_name}': {one_line(exc)}") from exc
         lookup = self._primary_key_lookup(state.conn)
         decoder = pgoutput.Decoder(proto_version=PROTO_VERSION)
         builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))

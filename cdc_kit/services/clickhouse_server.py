@@ -62,6 +62,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import lz4.frame
 
+from cdc_kit.errors import CdcKitError
+
 log = logging.getLogger("cdc_kit.services.clickhouse_server")
 
 #: URL parameters that steer the HTTP exchange, never applied as settings.
@@ -150,7 +152,7 @@ _RESULT_STATEMENT = re.compile(
 )
 
 
-class RequestError(Exception):
+class RequestError(CdcKitError):
     """A request we cannot serve, answered like a ClickHouse error.
 
     `close` says the connection must be dropped (the body was not read to its end).

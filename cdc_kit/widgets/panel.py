@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from cdc_kit.errors import CdcKitError, first_line
+from cdc_kit.errors import FixableError, first_line
 from cdc_kit.widgets.lab import FORM_FIELDS, RULES, Change, ChangeLab
 from cdc_kit.widgets.tail import TopicTail
 
@@ -166,7 +166,7 @@ class LabPanel:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise CdcKitError(
+            raise FixableError(
                 "start() needs a running event loop (a notebook kernel has one); "
                 "outside a notebook call refresh() yourself"
             ) from None
