@@ -64,6 +64,15 @@ def test_a_random_update_always_changes_the_row(lab: ChangeLab) -> None:
         lab.wait_visible(change, timeout=5)
 
 
+def test_a_random_update_of_an_order_with_a_typed_status_starts_the_cycle_over(
+    lab: ChangeLab,
+) -> None:
+    """A learner typed a status the kit does not know: Update (and Bulk) must not raise."""
+    order = lab.insert("order", status="on hold", items=1)
+    lab.update("order", order.id)
+    assert lab.pg_row("order", order.id)["status"].iloc[0] == "pending"
+
+
 def test_an_update_that_changes_nothing_is_refused(lab: ChangeLab) -> None:
     product = lab.insert("product", price="9.99")
     with pytest.raises(CdcKitError, match=rf"product {product.id} already has price=9.99: nothing"):

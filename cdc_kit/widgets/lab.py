@@ -397,8 +397,9 @@ class ChangeLab:
             return {"price": price}
         if table == "order":
             statuses = oltp.ORDER_STATUSES
-            following = statuses[(statuses.index(row.status) + 1) % len(statuses)]
-            return {"status": following} if row.status in statuses else {"status": "paid"}
+            if row.status not in statuses:  # a status typed by a learner: start the cycle over
+                return {"status": statuses[0]}
+            return {"status": statuses[(statuses.index(row.status) + 1) % len(statuses)]}
         return {"quantity": row.quantity % 9 + 1}
 
     def _ch_select(self, table: str, id: int, final: bool) -> pd.DataFrame:
