@@ -9,12 +9,25 @@ Bodies and answers use the entities' own field names, which are camelCase as in 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import socket
 from collections.abc import Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
-from sqlalchemy.exc import IntegrityError, OperationalError
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, select
 
 from cdc_kit import oltp
@@ -49,6 +62,8 @@ def get_session(request: Request) -> Iterator[Session]:
 
 DB = Annotated[Session, Depends(get_session)]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="at most this many rows")]
+#: A row id in the path: PostgreSQL's integer range (a larger one is refused, 422, not a 500).
+RowId = Annotated[int, Path(ge=-(2**31), le=2**31 - 1)]
 Offset = Annotated[int, Query(ge=0, description="skip this many rows (ordered by id)")]
 
 
@@ -68,23 +83,83 @@ def require(db: Session, model: type[SQLModel], field: str, row_id: int) -> None
         )
 
 
+#: PostgreSQL's SQLSTATE for a unique violation (a second customer with the same e-mail).
+UNIQUE_VIOLATION = "23505"
+
+
 def save(db: Session, row: Row) -> Row:
-    """Insert or update one row and answer with it as stored (with its id)."""
+    """Insert or update one row and answer with it as stored (with its id).
+
+    A value that is already taken (a customer's e-mail) is a conflict, 409; any other rule
+    of the database (a foreign key, a value out of range) refuses the body, 422.
+    """
     db.add(row)
     try:
         db.commit()
     except IntegrityError as exc:
         db.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, first_line(exc.orig)) from exc
+        code = status.HTTP_422_UNPROCESSABLE_CONTENT
+        if getattr(exc.orig, "pgcode", None) == UNIQUE_VIOLATION:
+            code = status.HTTP_409_CONFLICT
+        reason = getattr(getattr(exc.orig, "diag", None), "message_detail", None)
+        raise HTTPException(code, reason or first_line(exc.orig)) from exc
     db.refresh(row)
     return row
+
+
+def storable(value: Any, where: str = "body") -> None:
+    """Refuse (422) what PostgreSQL cannot store, with the reason, before it is written.
+
+    JSON lets a body carry a NUL character, a lone surrogate (half of a UTF-16 pair) and, in
+    Python's parser, NaN and Infinity; a text column takes none of the first two, a NUMERIC
+    column none of the last two, and an INTEGER column stops at 2,147,483,647.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            storable(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            storable(item, f"{where}[{index}]")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            refuse(where, "text must not contain the NUL character (\\u0000)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            refuse(where, "text is not valid Unicode (a lone surrogate such as \\ud800)")
+    elif isinstance(value, float) and not math.isfinite(value):
+        refuse(where, f"{value} is not a number PostgreSQL can store")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+        refuse(where, f"{value} is out of range (PostgreSQL integers stop at {INT_MAX:,})")
+
+
+INT_MAX = 2**31 - 1
+
+
+def refuse(where: str, reason: str) -> NoReturn:
+    raise HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        [{"loc": where.split("."), "msg": reason, "type": "value_error"}],
+    )
+
+
+async def storable_body(request: Request) -> None:
+    """A dependency of every write: the raw JSON body, checked by `storable` before the models
+    parse it (a NaN would otherwise reach the database as a Decimal)."""
+    if request.method in ("POST", "PATCH", "PUT"):
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            return  # FastAPI answers malformed JSON with its own 422
+        storable(body)
 
 
 def list_rows(db: Session, model: type[Row], limit: int, offset: int) -> list[Row]:
     return list(db.exec(select(model).order_by(model.id).offset(offset).limit(limit)))  # type: ignore[attr-defined]
 
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", dependencies=[Depends(storable_body)])
 
 
 # ---- customers -----------------------------------------------------------------------
@@ -99,7 +174,7 @@ def list_customers(db: DB, limit: Limit = 100, offset: Offset = 0) -> Any:
 
 
 @router.get("/customers/{customer_id}", response_model=Customer)
-def get_customer(customer_id: int, db: DB) -> Any:
+def get_customer(customer_id: RowId, db: DB) -> Any:
     return get_or_404(db, Customer, customer_id)
 
 
@@ -115,7 +190,7 @@ def list_products(db: DB, limit: Limit = 100, offset: Offset = 0) -> Any:
 
 
 @router.get("/products/{product_id}", response_model=Product)
-def get_product(product_id: int, db: DB) -> Any:
+def get_product(product_id: RowId, db: DB) -> Any:
     return get_or_404(db, Product, product_id)
 
 
@@ -132,19 +207,19 @@ def list_orders(db: DB, limit: Limit = 100, offset: Offset = 0) -> Any:
 
 
 @router.get("/orders/{order_id}", response_model=Order)
-def get_order(order_id: int, db: DB) -> Any:
+def get_order(order_id: RowId, db: DB) -> Any:
     return get_or_404(db, Order, order_id)
 
 
 @router.patch("/orders/{order_id}", response_model=Order)
-def update_order_status(order_id: int, body: OrderStatusUpdate, db: DB) -> Any:
+def update_order_status(order_id: RowId, body: OrderStatusUpdate, db: DB) -> Any:
     order = get_or_404(db, Order, order_id)
     order.status = body.status
     return save(db, order)
 
 
 @router.delete("/orders/{order_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_order(order_id: int, db: DB) -> Response:
+def delete_order(order_id: RowId, db: DB) -> Response:
     """Deletes the order (its items go with it: ON DELETE CASCADE); ClickHouse marks it deleted."""
     db.delete(get_or_404(db, Order, order_id))
     db.commit()
@@ -165,7 +240,7 @@ def list_order_items(db: DB, limit: Limit = 100, offset: Offset = 0) -> Any:
 
 
 @router.get("/order-items/{item_id}", response_model=OrderItem)
-def get_order_item(item_id: int, db: DB) -> Any:
+def get_order_item(item_id: RowId, db: DB) -> Any:
     return get_or_404(db, OrderItem, item_id)
 
 
@@ -182,6 +257,14 @@ def create_app(engine: Any) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "healthy"}
+
+    @app.exception_handler(DataError)
+    async def refused_by_the_database(request: Request, exc: DataError) -> JSONResponse:
+        """A value PostgreSQL refuses that no check above caught: the body's fault, 422."""
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            content={"detail": first_line(exc.orig)},
+        )
 
     app.include_router(router)
     return app

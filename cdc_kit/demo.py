@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import uuid
 
 from sqlalchemy import text
 
@@ -45,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             new_id = conn.execute(
                 text(
                     "INSERT INTO customer (email, name, country, city) "
-                    "VALUES ('demo@example.com', 'Demo Person', 'NL', 'Utrecht') RETURNING id"
-                )
+                    "VALUES (:email, 'Demo Person', 'NL', 'Utrecht') RETURNING id"
+                ),
+                {"email": f"demo-{uuid.uuid4().hex[:8]}@example.com"},  # e-mails are unique
             ).scalar_one()
         took = timed_catch_up(router)
         print(f"insert arrived in {took * 1000:.0f} ms: {customer(new_id)}")

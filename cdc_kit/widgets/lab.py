@@ -343,7 +343,8 @@ class ChangeLab:
         if table == "customer":
             first, last = rng.choice(_FIRST), rng.choice(_LAST)
             country, city = rng.choice(_PLACES)
-            email = f"{first}.{last}{rng.randint(1, 9999)}@example.com".lower()
+            # E-mails are unique: 32 random bits make a clash as good as impossible.
+            email = f"{first}.{last}.{rng.getrandbits(32):08x}@example.com".lower()
             return {"name": f"{first} {last}", "email": email, "country": country, "city": city}
         if table == "product":
             name, category = rng.choice(_GOODS)
