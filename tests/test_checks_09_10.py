@@ -58,7 +58,8 @@ def test_lesson09_the_cascade_check_fails_on_placeholders_and_on_rows_made_elsew
     made_by_hand = run_sql(
         stack,
         "INSERT INTO customer (email, name, country, city) "
-        "VALUES ('hand@example.com', 'By Hand', 'NL', 'Delft') RETURNING id",
+        "VALUES (:email, 'By Hand', 'NL', 'Delft') RETURNING id",
+        email=f"hand.{uuid.uuid4().hex[:8]}@example.com",
     )[0][0]
     fails(lesson09.check_cascade, change_lab, made_by_hand, order, says="did not insert customer")
     fails(lesson09.check_cascade, change_lab, customer, 10**9, says="did not insert order")
