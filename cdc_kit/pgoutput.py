@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from cdc_kit.errors import CdcKitError
@@ -123,14 +124,6 @@ class Relation:
     replica_identity: str  # d (default), f (full), i (index), n (nothing)
     columns: tuple[Column, ...]
     xid: int | None = None
-    # (name, converter or None) per column, computed once so row_to_dict stays cheap.
-    _plan: tuple[tuple[str, Converter | None], ...] = field(
-        init=False, repr=False, compare=False, default=()
-    )
-
-    def __post_init__(self) -> None:
-        plan = tuple((c.name, CONVERTERS.get(c.type_oid)) for c in self.columns)
-        object.__setattr__(self, "_plan", plan)
 
     @property
     def key_columns(self) -> tuple[str, ...]:
@@ -635,13 +628,20 @@ class Decoder:
     DDL on it, and again inside streams; the newest one for a relid wins.
     """
 
-    def __init__(self, proto_version: int = 1) -> None:
+    def __init__(
+        self, proto_version: int = 1, converters: Mapping[int, Converter] | None = None
+    ) -> None:
+        """`converters`: type OID -> converter, added to (or replacing) DEFAULT_CONVERTERS for
+        this decoder only, as a psycopg connection extends its adapters without touching
+        anyone else's."""
         _check_proto(proto_version)
         self.proto_version = proto_version
+        self.converters: dict[int, Converter] = {**DEFAULT_CONVERTERS, **(converters or {})}
         self.in_stream = False
         self.stream_xid: int | None = None  # top-level xid of the open stream segment
         self.relations: dict[int, Relation] = {}
         self.types: dict[int, TypeMsg] = {}
+        self._plans: dict[int, Plan] = {}  # relid -> its conversion plan, made once
 
     def feed(self, data: bytes | bytearray | memoryview) -> PgOutputMessage:
         """Decode the next message and update the stream state and the Relation cache."""
@@ -649,6 +649,7 @@ class Decoder:
         kind = type(message)
         if kind is Relation:
             self.relations[message.relid] = message
+            self._plans[message.relid] = conversion_plan(message, self.converters)
         elif kind is StreamStart:
             if self.in_stream:
                 raise PgOutputDecodeError(
@@ -674,8 +675,9 @@ class Decoder:
             ) from None
 
     def row(self, relid: int, values: TupleData) -> dict[str, Any]:
-        """`row_to_dict` with the cached Relation."""
-        return row_to_dict(self.relation(relid), values)
+        """Column name -> Python value for one tuple, with this decoder's converters."""
+        relation = self.relation(relid)
+        return _convert(relation, self._plans[relid], values, self.converters)
 
 
 # ---- text values -> Python values, by type OID -------------------------------------------
@@ -723,8 +725,8 @@ def _to_time(text: str) -> time | str:
 
 #: PostgreSQL type OID -> converter from the text output form (DateStyle ISO). Types not listed
 #: stay text: text, varchar, bpchar, name, uuid (str: exact and JSON-ready), arrays, interval...
-#: Read when a Relation is decoded; register additions before decoding starts.
-CONVERTERS: dict[int, Converter] = {
+#: Read-only: a Decoder copies it and takes additions of its own (`Decoder(converters=...)`).
+DEFAULT_CONVERTERS: Mapping[int, Converter] = MappingProxyType({
     16: _to_bool,  # bool
     17: _to_bytea,  # bytea
     20: int,  # int8
@@ -740,23 +742,41 @@ CONVERTERS: dict[int, Converter] = {
     1083: _to_time,  # time
     1114: _to_timestamp,  # timestamp -> naive datetime
     1184: _to_timestamptz,  # timestamptz -> aware datetime in UTC
-}
+})
+
+#: (column name, converter or None) per column of a relation.
+Plan = tuple[tuple[str, Converter | None], ...]
 
 
-def convert_value(type_oid: int, value: Any) -> Any:
+def conversion_plan(relation: Relation, converters: Mapping[int, Converter]) -> Plan:
+    """Each column's converter, looked up once per Relation so each row stays cheap."""
+    return tuple((column.name, converters.get(column.type_oid)) for column in relation.columns)
+
+
+def convert_value(
+    type_oid: int, value: Any, converters: Mapping[int, Converter] = DEFAULT_CONVERTERS
+) -> Any:
     """One column value from its text form; None, UNCHANGED_TOAST and bytes pass through."""
     if value.__class__ is not str:
         return value
-    converter = CONVERTERS.get(type_oid)
+    converter = converters.get(type_oid)
     return converter(value) if converter else value
 
 
-def row_to_dict(relation: Relation, values: TupleData) -> dict[str, Any]:
-    """Column name -> Python value for one tuple of `relation` (see CONVERTERS).
+def row_to_dict(
+    relation: Relation, values: TupleData, converters: Mapping[int, Converter] = DEFAULT_CONVERTERS
+) -> dict[str, Any]:
+    """Column name -> Python value for one tuple of `relation` (see DEFAULT_CONVERTERS).
 
     None (NULL) and UNCHANGED_TOAST pass through unchanged, and so do binary ('b') values.
+    A Decoder's `row()` does the same with the decoder's own converters and cached plans.
     """
-    plan = relation._plan
+    return _convert(relation, conversion_plan(relation, converters), values, converters)
+
+
+def _convert(
+    relation: Relation, plan: Plan, values: TupleData, converters: Mapping[int, Converter]
+) -> dict[str, Any]:
     if len(values) != len(plan):
         raise PgOutputDecodeError(
             f"tuple has {len(values)} columns, relation {relation.namespace}.{relation.name} "
@@ -768,14 +788,16 @@ def row_to_dict(relation: Relation, values: TupleData) -> dict[str, Any]:
             for (name, convert), value in zip(plan, values, strict=True)
         }
     except (ValueError, KeyError, ArithmeticError) as exc:
-        raise _conversion_error(relation, values) from exc
+        raise _conversion_error(relation, values, converters) from exc
 
 
-def _conversion_error(relation: Relation, values: TupleData) -> PgOutputDecodeError:
+def _conversion_error(
+    relation: Relation, values: TupleData, converters: Mapping[int, Converter]
+) -> PgOutputDecodeError:
     """Find the column whose text did not convert, and say which and why."""
     for column, value in zip(relation.columns, values, strict=True):
         try:
-            convert_value(column.type_oid, value)
+            convert_value(column.type_oid, value, converters)
         except (ValueError, KeyError, ArithmeticError) as exc:
             return PgOutputDecodeError(
                 f"{relation.namespace}.{relation.name}.{column.name} (type oid "

@@ -22,6 +22,25 @@ def case(name: str) -> dict[str, Any]:
     return json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))
 
 
+def change_events(
+    name: str, primary_key: Any = None, lsn: int | None = None
+) -> list[tuple[dict[str, Any], Any]]:
+    """(recorded row, events) per message of a case, as capture makes them: each message goes to
+    the ChangeEventBuilder right after the decoder decoded it (the builder reads the decoder's
+    relations). `lsn`: the LSN to give every message (default: its recorded one)."""
+    from cdc_kit.capture.changes import ChangeEventBuilder
+    from cdc_kit.lsn import str_to_lsn
+
+    recorded = case(name)
+    decoder = pg.Decoder(recorded["proto"])
+    builder = ChangeEventBuilder(decoder, primary_key)
+    out = []
+    for m in recorded["messages"]:
+        message = decoder.feed(bytes.fromhex(m["hex"]))
+        out.append((m, builder.feed(message, str_to_lsn(m["lsn"]) if lsn is None else lsn)))
+    return out
+
+
 def decode(name: str) -> list[tuple[dict[str, Any], Any]]:
     """(recorded row, decoded message) for every message of a case, through one Decoder."""
     recorded = case(name)

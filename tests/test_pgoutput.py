@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 
 from cdc_kit import pgoutput as pg
-from cdc_kit.capture.changes import ChangeEventBuilder
 from cdc_kit.lsn import lsn_to_str, str_to_lsn
-from tests.recorded import DATA, case, decode
+from tests.recorded import DATA, case, change_events, decode
 
 
 def of(name: str, kind: type) -> list[Any]:
@@ -177,10 +176,7 @@ def test_unchanged_toast_is_a_marker_not_null() -> None:
 
 
 def test_capture_rules_on_recorded_toast_update() -> None:
-    builder = ChangeEventBuilder()
-    events = []
-    for _, message in decode("unchanged_toast"):
-        events += builder.feed(message, 0x100)
+    events = [e for _, made in change_events("unchanged_toast", lsn=0x100) for e in made]
     update = events[1].value
     assert update["metadata"]["operation"] == "update"
     assert update["metadata"]["unchanged_toast"] == ["body"]
@@ -281,10 +277,7 @@ def test_streams_can_be_empty_and_resend_relations() -> None:
 
 
 def test_change_events_from_a_streamed_transaction() -> None:
-    builder = ChangeEventBuilder()
-    events = []
-    for _, message in decode("streamed"):
-        events += builder.feed(message, 1)
+    events = [e for _, made in change_events("streamed", lsn=1) for e in made]
     assert [(e.value["metadata"]["operation"], e.value["payload"].get("id")) for e in events] == [
         ("insert", 1),
         ("insert", 2),
@@ -674,3 +667,16 @@ def test_malformed_lsn_text_is_refused_naming_it(bad: Any) -> None:
 def test_lsn_to_str_refuses_non_lsns(bad: Any) -> None:
     with pytest.raises(ValueError, match="unsigned 64-bit"):
         lsn_to_str(bad)
+
+
+def test_converters_belong_to_each_decoder() -> None:
+    """A decoder extends its own converter map; the defaults and other decoders are untouched
+    (psycopg's adapters work so: one connection's map never changes another's)."""
+    plain, shouting = pg.Decoder(), pg.Decoder(converters={25: str.upper})  # 25: text
+    for decoder in (plain, shouting):
+        decoder.feed(HAND_BUILT["R"])  # relid 42: id int4, name text
+    assert plain.row(42, ("1", "Ann")) == {"id": 1, "name": "Ann"}
+    assert shouting.row(42, ("1", "Ann")) == {"id": 1, "name": "ANN"}
+    with pytest.raises(TypeError):
+        pg.DEFAULT_CONVERTERS[25] = str.upper  # type: ignore[index]
+    assert 25 not in pg.DEFAULT_CONVERTERS

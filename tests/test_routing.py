@@ -10,19 +10,19 @@ import json
 from typing import Annotated, Any
 
 from cdc_kit import olap
-from cdc_kit.capture.changes import ChangeEventBuilder
 from cdc_kit.contract import build_event
 from cdc_kit.lsn import str_to_lsn
 from cdc_kit.router.routing import Record, TableRows, Truncate, route
-from tests.recorded import decode
+from tests.recorded import change_events
 
 
 def recorded_events(name: str) -> list[Record]:
     """The Kafka records capture would have produced for a recorded case."""
-    builder = ChangeEventBuilder(lambda relation: ["id"])  # capture asks the catalog
-    events = []
-    for recorded, message in decode(name):
-        events += builder.feed(message, str_to_lsn(recorded["lsn"]))
+    events = [
+        event
+        for _, made in change_events(name, lambda relation: ["id"])  # capture asks the catalog
+        for event in made
+    ]
     return [Record("t", 0, i, e.key, e.encode()) for i, e in enumerate(events)]
 
 

@@ -32,56 +32,76 @@ class ChangeEventBuilder:
     """Feed it decoded messages in order; it returns the events of each committed transaction.
 
     `feed(message, lsn)` returns a list of events, non-empty only at a Commit or Stream Commit.
-    `lsn` is the XLogData start of the message: the change's own LSN.
+    `lsn` is the XLogData start of the message: the change's own LSN. The builder reads the
+    tables' layouts and row values from the `decoder` that decoded the message, so feed each
+    message right after `decoder.feed` decoded it.
     """
 
-    def __init__(self, primary_key: Callable[[pgoutput.Relation], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        decoder: pgoutput.Decoder,
+        primary_key: Callable[[pgoutput.Relation], list[str]] | None = None,
+    ) -> None:
         """`primary_key(relation)` names the table's primary-key columns.
 
         Relation messages flag the REPLICA IDENTITY columns, which under FULL are all of them;
         capture passes a catalog lookup so keys and primary-key changes are judged correctly.
         """
-        self.relations: dict[int, pgoutput.Relation] = {}
+        self.decoder = decoder
         self._primary_key = primary_key or _identity_columns
         self._keys: dict[int, list[str]] = {}
         self._current: _Transaction | None = None  # a normal (not streamed) transaction
         self._streams: dict[int, _Transaction] = {}  # streamed transactions by top-level xid
         self._stream_xid: int | None = None
+        # Message type -> handler; the messages not listed (Origin, Type, Message) publish nothing.
+        self._handlers: dict[type, Callable[[Any, int], list[OutgoingEvent] | None]] = {
+            pgoutput.Begin: self._on_begin,
+            pgoutput.Commit: self._on_commit,
+            pgoutput.StreamStart: self._on_stream_start,
+            pgoutput.StreamStop: self._on_stream_stop,
+            pgoutput.StreamCommit: self._on_stream_commit,
+            pgoutput.StreamAbort: self._on_stream_abort,
+            pgoutput.Relation: self._on_relation,
+            pgoutput.Insert: self._on_insert,
+            pgoutput.Update: self._on_update,
+            pgoutput.Delete: self._on_delete,
+            pgoutput.Truncate: self._on_truncate,
+        }
 
     @property
     def in_transaction(self) -> bool:
         return self._current is not None or bool(self._streams)
 
     def feed(self, message: Any, lsn: int) -> list[OutgoingEvent]:
-        handler = getattr(self, "_on_" + type(message).__name__, None)
+        handler = self._handlers.get(type(message))
         if handler is None:
-            return []  # Origin, Type, Message: nothing to publish
+            return []
         return handler(message, lsn) or []
 
     # ---- transaction boundaries --------------------------------------------------
-    def _on_Begin(self, message: pgoutput.Begin, lsn: int) -> None:
+    def _on_begin(self, message: pgoutput.Begin, lsn: int) -> None:
         self._current = _Transaction(xid=message.xid, commit_ts=message.commit_ts)
 
-    def _on_Commit(self, message: pgoutput.Commit, lsn: int) -> list[OutgoingEvent]:
+    def _on_commit(self, message: pgoutput.Commit, lsn: int) -> list[OutgoingEvent]:
         txn, self._current = self._current, None
         if txn is None:
             return []
         return self._finish(txn, message.commit_lsn, message.end_lsn, message.commit_ts)
 
-    def _on_StreamStart(self, message: pgoutput.StreamStart, lsn: int) -> None:
+    def _on_stream_start(self, message: pgoutput.StreamStart, lsn: int) -> None:
         self._stream_xid = message.xid
         self._streams.setdefault(message.xid, _Transaction(xid=message.xid))
 
-    def _on_StreamStop(self, message: pgoutput.StreamStop, lsn: int) -> None:
+    def _on_stream_stop(self, message: pgoutput.StreamStop, lsn: int) -> None:
         self._stream_xid = None
 
-    def _on_StreamCommit(self, message: pgoutput.StreamCommit, lsn: int) -> list[OutgoingEvent]:
+    def _on_stream_commit(self, message: pgoutput.StreamCommit, lsn: int) -> list[OutgoingEvent]:
         txn = self._streams.pop(message.xid, None)
         if txn is None:
             return []
         return self._finish(txn, message.commit_lsn, message.end_lsn, message.commit_ts)
 
-    def _on_StreamAbort(self, message: pgoutput.StreamAbort, lsn: int) -> None:
+    def _on_stream_abort(self, message: pgoutput.StreamAbort, lsn: int) -> None:
         if message.xid == message.subxid:
             self._streams.pop(message.xid, None)  # the whole transaction rolled back
             return
@@ -97,9 +117,8 @@ class ChangeEventBuilder:
         return events
 
     # ---- schema ---------------------------------------------------------------------
-    def _on_Relation(self, message: pgoutput.Relation, lsn: int) -> None:
-        self.relations[message.relid] = message  # refreshed after every DDL
-        self._keys[message.relid] = self._primary_key(message)
+    def _on_relation(self, message: pgoutput.Relation, lsn: int) -> None:
+        self._keys[message.relid] = self._primary_key(message)  # refreshed after every DDL
 
     def key_columns(self, relation: pgoutput.Relation) -> list[str]:
         if relation.relid not in self._keys:
@@ -119,15 +138,15 @@ class ChangeEventBuilder:
         sub = getattr(message, "xid", None)
         txn.events.extend((sub, event) for event in events)
 
-    def _on_Insert(self, message: pgoutput.Insert, lsn: int) -> None:
-        relation = self.relations[message.relid]
-        row = pgoutput.row_to_dict(relation, message.new)
+    def _on_insert(self, message: pgoutput.Insert, lsn: int) -> None:
+        relation = self.decoder.relation(message.relid)
+        row = self.decoder.row(message.relid, message.new)
         self._add(message, [self._event(relation, "insert", row, lsn)])
 
-    def _on_Update(self, message: pgoutput.Update, lsn: int) -> None:
-        relation = self.relations[message.relid]
-        new = pgoutput.row_to_dict(relation, message.new)
-        old = pgoutput.row_to_dict(relation, message.old) if message.old is not None else None
+    def _on_update(self, message: pgoutput.Update, lsn: int) -> None:
+        relation = self.decoder.relation(message.relid)
+        new = self.decoder.row(message.relid, message.new)
+        old = self.decoder.row(message.relid, message.old) if message.old is not None else None
         events = []
         keys = self.key_columns(relation)
         if old is not None and any(old.get(k) != new.get(k) for k in keys):
@@ -146,18 +165,18 @@ class ChangeEventBuilder:
         events.append(event)
         self._add(message, events)
 
-    def _on_Delete(self, message: pgoutput.Delete, lsn: int) -> None:
-        relation = self.relations[message.relid]
-        old = pgoutput.row_to_dict(relation, message.old)
+    def _on_delete(self, message: pgoutput.Delete, lsn: int) -> None:
+        relation = self.decoder.relation(message.relid)
+        old = self.decoder.row(message.relid, message.old)
         self._add(
             message, [self._event(relation, "delete", self._delete_payload(relation, old), lsn)]
         )
 
-    def _on_Truncate(self, message: pgoutput.Truncate, lsn: int) -> None:
+    def _on_truncate(self, message: pgoutput.Truncate, lsn: int) -> None:
         events = [
-            self._event(self.relations[relid], "truncate", {}, lsn)
+            self._event(self.decoder.relations[relid], "truncate", {}, lsn)
             for relid in message.relids
-            if relid in self.relations
+            if relid in self.decoder.relations
         ]
         self._add(message, events)
 

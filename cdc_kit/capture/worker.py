@@ -283,7 +283,7 @@ class Capture:
             raise FixableError(f"cannot stream slot '{s.slot_name}': {one_line(exc)}") from exc
         lookup = self._primary_key_lookup(state.conn)
         decoder = pgoutput.Decoder(proto_version=PROTO_VERSION)
-        builder = ChangeEventBuilder(lambda rel: lookup(rel.namespace, rel.name))
+        builder = ChangeEventBuilder(decoder, lambda rel: lookup(rel.namespace, rel.name))
         if state.warehouse is not None:
             ensure_progress_table(state.warehouse, s.clickhouse_database)
         self._write_status("streaming")
