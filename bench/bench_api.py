@@ -22,15 +22,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentiles  # noqa: E402
+from common import percentiles
 
-from cdc_kit import oltp  # noqa: E402
-from cdc_kit.config import settings_env  # noqa: E402
-from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.services.process import free_ports  # noqa: E402
+from cdc_kit import oltp
+from cdc_kit.config import settings_env
+from cdc_kit.router import Router
+from cdc_kit.services.process import free_ports
 from cdc_kit.stack import (
-    Stack,  # noqa: E402
-    scratch_stack,  # noqa: E402
+    Stack,
+    scratch_stack,
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import measure_freshness, percentiles  # noqa: E402
+from common import measure_freshness, percentiles
 
-from cdc_kit import oltp  # noqa: E402
-from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.stack import scratch_stack  # noqa: E402
+from cdc_kit import oltp
+from cdc_kit.router import Router
+from cdc_kit.stack import scratch_stack
 
 
 def plot(results: dict[int, dict[str, float]], path: Path) -> None:

@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import measure_freshness, percentiles  # noqa: E402
-from jupyter_client.manager import start_new_kernel  # noqa: E402
+from common import measure_freshness, percentiles
+from jupyter_client.manager import start_new_kernel
 
-from cdc_kit import oltp  # noqa: E402
-from cdc_kit.config import settings_env  # noqa: E402
-from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.stack import Stack, scratch_stack  # noqa: E402
+from cdc_kit import oltp
+from cdc_kit.config import settings_env
+from cdc_kit.router import Router
+from cdc_kit.stack import Stack, scratch_stack
 
 KERNEL_START = """
 from cdc_kit.router import Router

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PeakMemory  # noqa: E402
+from common import PeakMemory
 
-from cdc_kit import oltp  # noqa: E402
-from cdc_kit.capture.worker import Capture  # noqa: E402
-from cdc_kit.router import Router  # noqa: E402
-from cdc_kit.stack import Stack, scratch_stack  # noqa: E402
+from cdc_kit import oltp
+from cdc_kit.capture.worker import Capture
+from cdc_kit.router import Router
+from cdc_kit.stack import Stack, scratch_stack
 
 INSERT_SQL = (
     'INSERT INTO customer (id, email, name, country, city, bio, "createdAt") '

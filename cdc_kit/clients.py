@@ -7,6 +7,7 @@ session) and no component needs the `Stack` to talk to a service.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from cdc_kit.config import Settings
@@ -100,10 +101,9 @@ def _close_half_made(admin: Any) -> None:
     """Close what a failed KafkaAdminClient constructor opened (its close() skips them)."""
     for part, close in (("_client", "close"), ("_net", "stop"), ("_metrics", "close")):
         if hasattr(admin, part):
-            try:
+            # Best effort: the constructor's own error is what the caller must see.
+            with contextlib.suppress(Exception):
                 getattr(getattr(admin, part), close)()
-            except Exception:  # noqa: BLE001, S110 - best effort: the constructor's error matters
-                pass
 
 
 def cluster_id(admin: Any) -> str:

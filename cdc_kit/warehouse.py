@@ -179,7 +179,7 @@ def stored_values(
 
 
 def row_versions(
-    client: Any, database: str, table: str, id: int, columns: list[str], final: bool = False
+    client: Any, database: str, table: str, row_id: int, columns: list[str], final: bool = False
 ) -> Any:
     """The stored versions of one row (with FINAL: what a correct query sees), oldest first:
     `columns`, then is_deleted and lsn, as a DataFrame."""
@@ -188,7 +188,7 @@ def row_versions(
     return client.query_df(
         f"SELECT {selected} FROM {source} {'FINAL' if final else ''} "  # noqa: S608 - quoted identifiers, bound value
         "WHERE id = {id:UInt64} ORDER BY lsn",
-        parameters={"id": int(id)},
+        parameters={"id": int(row_id)},
     )
 
 

@@ -327,12 +327,12 @@ def test_lesson08_the_cost_column_must_be_changed_replayed_and_read_with_final(
     first, corrected = Decimal("54321.00"), Decimal("54123.45")
     check = lesson08.check_cost_column
 
-    def read(id: int, final: bool = True) -> pd.DataFrame:
-        """The learner's read of shipment `id`: right with FINAL, every version without."""
+    def read(shipment: int, final: bool = True) -> pd.DataFrame:
+        """The learner's read of a shipment: right with FINAL, every version without."""
         return ch.query_df(
             f"SELECT id, cost, lsn FROM lesson08_shipment {'FINAL' if final else ''} "
             "WHERE id = {id:UInt64} ORDER BY lsn",
-            parameters={"id": id},
+            parameters={"id": shipment},
         )
 
     try:

@@ -478,3 +478,65 @@ def test_data_survives_a_restart_and_sigterm_exits_cleanly(tmp_path: Path) -> No
     finally:
         assert stop_server(second) == 0
     assert "stopped" in first.log_path.read_text()
+
+
+CLOSE_UNDER_A_REQUEST = """
+import sys, threading, time
+from pathlib import Path
+from cdc_kit.services.clickhouse_server.engine import ChdbEngine
+from cdc_kit.services.clickhouse_server.requests import Request
+engine = ChdbEngine(Path(sys.argv[1]))
+answers = []
+worker = threading.Thread(target=lambda: answers.append(engine.run(Request("SELECT sleep(1)"))))
+worker.start()
+while engine._in_use == 0:
+    time.sleep(0.01)
+print("closed at once:", engine.close(timeout=0.1), "released:", engine.released, flush=True)
+worker.join()
+print("answer:", answers[0].data, "released:", engine.released, flush=True)
+"""
+
+
+def test_closing_never_closes_a_connection_a_request_still_uses(tmp_path: Path) -> None:
+    """close() gives up waiting after its timeout, but leaves the running request its
+    connection; the request answers, and the last one out releases the folder."""
+    ran = subprocess.run(
+        [sys.executable, "-c", CLOSE_UNDER_A_REQUEST, str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [
+        "closed at once: False released: False",
+        "answer: b'0\\n' released: True",
+    ]
+
+
+def test_credentials_are_checked_before_the_body_is_read(tmp_path: Path) -> None:
+    """A stranger announcing 200 MB is refused at once, its body never read, and the
+    connection is closed (the unread body would otherwise be read as the next request)."""
+    lab = tmp_path / "lab.json"
+    lab.write_text(json.dumps({"clickhouse_user": "lab", "clickhouse_password": "secret"}))
+    running, _ = start_server(
+        tmp_path / "data", tmp_path / "server.log", options=("--credentials-file", str(lab))
+    )
+    try:
+        assert http(running, "/ping")[2] == b"Ok.\n"  # a health check needs no user
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /?query=INSERT+INTO+t+FORMAT+Native HTTP/1.1\r\nHost: x\r\n"
+                b"X-ClickHouse-User: lab\r\nX-ClickHouse-Key: wrong\r\n"
+                b"Content-Length: 200000000\r\n\r\n" + b"x" * 1000
+            )
+            began = time.monotonic()
+            answer = sock.recv(65536).decode("latin-1")
+            waited = time.monotonic() - began
+        assert answer.startswith("HTTP/1.1 401"), answer
+        assert "X-ClickHouse-Exception-Code: 516" in answer and "Connection: close" in answer
+        assert waited < 2, "answered without waiting for the body"
+        status, _, _ = http(
+            running, sql_url("SELECT 1"), headers={"X-ClickHouse-User": "lab",
+                                                   "X-ClickHouse-Key": "secret"},
+        )  # fmt: skip
+        assert status == 200
+    finally:
+        assert stop_server(running) == 0, running.log_path.read_text()

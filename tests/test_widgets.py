@@ -169,7 +169,7 @@ class ScriptedRandom(random.Random):
         # overrides random() alone gets a randbelow built on it.
         return super().getrandbits(k)
 
-    def choice(self, seq):  # noqa: ANN001, ANN201 - random.Random's signature
+    def choice(self, seq):
         if list(seq) == ["customer", "product", "order"]:
             return self.tables.pop(0)
         return super().choice(seq)

@@ -245,7 +245,7 @@ def _reads_the_payload(model: type[BaseModel], data: dict[str, Any]) -> bool:
         try:
             _validate(model, {**copy.deepcopy(data), **extra}, "delete")
             return True
-        except Exception:  # noqa: BLE001, S112 - still failing: not the payload then
+        except Exception:  # noqa: BLE001 - still failing: not the payload then
             continue
     return False
 

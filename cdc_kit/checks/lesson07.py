@@ -75,11 +75,11 @@ def reveal_versions(prediction: Any, plain: int, final: int) -> None:
 
 
 # ---- build: the newest units, without FINAL -----------------------------------------------------
-def _rows_of(ch: Any, id: int) -> list[tuple[int, int]]:
-    """(is_deleted, lsn) of every stored row of SKU `id`, oldest first."""
+def _rows_of(ch: Any, sku: int) -> list[tuple[int, int]]:
+    """(is_deleted, lsn) of every stored row of SKU `sku`, oldest first."""
     return ch.query(
         f"SELECT is_deleted, lsn FROM {TABLE} WHERE id = {{id:UInt64}} ORDER BY lsn",  # noqa: S608
-        parameters={"id": int(id)},
+        parameters={"id": int(sku)},
     ).result_rows
 
 

@@ -12,6 +12,7 @@ tested without services (tests/unit).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,10 +119,8 @@ class KafkaSource:
 
     def _drop_consumer(self) -> None:
         if self._consumer is not None:
-            try:
+            with contextlib.suppress(KafkaException, RuntimeError):  # a broken one may not close
                 self._consumer.close()
-            except (KafkaException, RuntimeError):  # a broken consumer may fail to close
-                pass
         self._consumer = None
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:

@@ -8,6 +8,7 @@ ours), send its output to `<home>/logs/<name>.log`, and poll a health check unti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -90,9 +91,9 @@ def describe_port_owner(port: int) -> str:
     """Best-effort 'pid 123 (postgres)' of whoever listens on a port, for error messages."""
     try:
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+            listening = conn.laddr and conn.status == psutil.CONN_LISTEN
+            if listening and conn.laddr.port == port and conn.pid:
+                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
     except (psutil.Error, OSError):
         pass
     return "another program"
@@ -123,9 +124,7 @@ def process_alive(pid: int, create_time: float | None = None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        if create_time is not None and abs(proc.create_time() - create_time) > 1.0:
-            return False
-        return True
+        return create_time is None or abs(proc.create_time() - create_time) <= 1.0
     except psutil.Error:
         return False
 
@@ -295,10 +294,8 @@ class ProcessService(ABC):
         except ProcessLookupError:
             return True
         if not wait_until(lambda: not process_alive(pid), timeout=self.stop_timeout):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             wait_until(lambda: not process_alive(pid), timeout=5.0)
         return True
 

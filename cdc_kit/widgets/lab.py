@@ -121,13 +121,13 @@ class ChangeLab:
 
         return self._commit(table, "insert", write)
 
-    def update(self, table: str, id: int, **values: Any) -> Change:
-        """Set the given columns of row `id`; without any, change one column at random."""
+    def update(self, table: str, row_id: int, **values: Any) -> Change:
+        """Set the given columns of row `row_id`; without any, change one column at random."""
         model = self._model(table)
         self._known_columns(table, values)
 
         def write(db: Session) -> int:
-            row = self._get(db, model, table, id)
+            row = self._get(db, model, table, row_id)
             changes = _typed(values) or self._random_change(table, row)
             checked = self._validated(table, {**row.model_dump(), **changes})
             for column in changes:
@@ -135,19 +135,19 @@ class ChangeLab:
             if not db.is_modified(row):
                 # SQLAlchemy sends no UPDATE for equal values: no WAL, no event, nothing to see.
                 same = ", ".join(f"{column}={getattr(row, column)}" for column in changes)
-                raise FixableError(f"{table} {id} already has {same}: nothing to update")
-            return id
+                raise FixableError(f"{table} {row_id} already has {same}: nothing to update")
+            return row_id
 
         return self._commit(table, "update", write)
 
-    def delete(self, table: str, id: int) -> Change:
-        """Delete row `id` (a customer's orders and an order's items go with it: ON DELETE
+    def delete(self, table: str, row_id: int) -> Change:
+        """Delete row `row_id` (a customer's orders and an order's items go with it: ON DELETE
         CASCADE, each a delete event of its own)."""
         model = self._model(table)
 
         def write(db: Session) -> int:
-            db.delete(self._get(db, model, table, id))
-            return id
+            db.delete(self._get(db, model, table, row_id))
+            return row_id
 
         return self._commit(table, "delete", write)
 
@@ -185,21 +185,21 @@ class ChangeLab:
         with Session(self.engine) as db:
             return list(db.exec(select(model.id).order_by(model.id.desc()).limit(limit)).scalars())
 
-    def pg_row(self, table: str, id: int) -> pd.DataFrame:
+    def pg_row(self, table: str, row_id: int) -> pd.DataFrame:
         """The row as PostgreSQL has it now (empty if there is none)."""
         model = self._model(table)
         with Session(self.engine) as db:
-            row = db.get(model, id)
+            row = db.get(model, row_id)
             data = [] if row is None else [row.model_dump()]
         return pd.DataFrame(data, columns=list(VIEW_COLUMNS[table]))
 
-    def ch_versions(self, table: str, id: int) -> pd.DataFrame:
+    def ch_versions(self, table: str, row_id: int) -> pd.DataFrame:
         """Every version ClickHouse stores for the row, oldest first (no FINAL)."""
-        return self._ch_select(table, id, final=False)
+        return self._ch_select(table, row_id, final=False)
 
-    def ch_final(self, table: str, id: int) -> pd.DataFrame:
+    def ch_final(self, table: str, row_id: int) -> pd.DataFrame:
         """The row as ClickHouse answers with FINAL: newest version, deleted rows hidden."""
-        return self._ch_select(table, id, final=True)
+        return self._ch_select(table, row_id, final=True)
 
     # ---- timing ---------------------------------------------------------------------------------
     @property
@@ -299,10 +299,10 @@ class ChangeLab:
             raise FixableError(f"{table}: {describe_validation_error(exc)}") from None
 
     @staticmethod
-    def _get(db: Session, model: type[SQLModel], table: str, id: Any) -> Any:
-        row = db.get(model, int(id))
+    def _get(db: Session, model: type[SQLModel], table: str, row_id: Any) -> Any:
+        row = db.get(model, int(row_id))
         if row is None:
-            raise FixableError(f"{table} {id} does not exist (any more) in PostgreSQL")
+            raise FixableError(f"{table} {row_id} does not exist (any more) in PostgreSQL")
         return row
 
     def _commit(self, table: str, operation: str, write: Callable[[Session], int]) -> Change:
@@ -403,11 +403,11 @@ class ChangeLab:
             return {"status": statuses[(statuses.index(row.status) + 1) % len(statuses)]}
         return {"quantity": row.quantity % 9 + 1}
 
-    def _ch_select(self, table: str, id: int, final: bool) -> pd.DataFrame:
+    def _ch_select(self, table: str, row_id: int, final: bool) -> pd.DataFrame:
         self._model(table)
         columns = VIEW_COLUMNS[table]
         try:
-            frame = row_versions(self.ch, self.database, table, id, columns, final=final)
+            frame = row_versions(self.ch, self.database, table, row_id, columns, final=final)
         except ClickHouseError:
             frame = pd.DataFrame()  # no table yet: the router makes it
         return frame if len(frame) else pd.DataFrame(columns=[*columns, "is_deleted", "lsn"])
