@@ -20,8 +20,9 @@ lab: install  ## start the embedded stack and open JupyterLab on the lessons
 	$(PY) -m cdc_kit up
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-test: install  ## lint, then every test (real services on free ports, every notebook executed)
+test: install  ## lint and type-check, then every test (real services, every notebook executed)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 up: install
@@ -40,3 +41,4 @@ bench: install
 	$(PY) bench/run_all.py
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy

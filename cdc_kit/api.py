@@ -102,7 +102,7 @@ def save(db: Session, row: Row) -> Row:
         if getattr(exc.orig, "pgcode", None) == UNIQUE_VIOLATION:
             code = status.HTTP_409_CONFLICT
         reason = getattr(getattr(exc.orig, "diag", None), "message_detail", None)
-        raise HTTPException(code, reason or first_line(exc.orig)) from exc
+        raise HTTPException(code, reason or first_line(exc.orig or exc)) from exc
     db.refresh(row)
     return row
 
@@ -263,7 +263,7 @@ def create_app(engine: Any) -> FastAPI:
         """A value PostgreSQL refuses that no check above caught: the body's fault, 422."""
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            content={"detail": first_line(exc.orig)},
+            content={"detail": first_line(exc.orig or exc)},
         )
 
     app.include_router(router)
@@ -301,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         oltp.create_all(engine)  # like the seed's init_db.py: safe to run again
     except OperationalError as exc:
+        reason = first_line(exc.orig or exc)
         raise FixableError(
-            f"api: cannot reach PostgreSQL at {s.pg_host}:{s.pg_port} ({first_line(exc.orig)}); "
+            f"api: cannot reach PostgreSQL at {s.pg_host}:{s.pg_port} ({reason}); "
             "start the stack first: python -m cdc_kit up"
         ) from exc
     uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level=args.log_level)

@@ -87,7 +87,7 @@ def kafka_admin(settings: Settings, **kwargs: Any) -> Any:
 
     admin = KafkaAdminClient.__new__(KafkaAdminClient)
     try:
-        admin.__init__(  # type: ignore[misc]
+        admin.__init__(
             bootstrap_servers=settings.kafka_bootstrap,
             **{"request_timeout_ms": 5000, "bootstrap_timeout_ms": 5000, **kwargs},
         )

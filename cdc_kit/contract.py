@@ -212,6 +212,8 @@ _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<where>[^`]*)`)?$")
 def _reason(message: str) -> str:
     """msgspec's words -> what a dead letter says: `metadata.lsn: not an LSN ...`."""
     match = _AT.match(message)
+    if match is None:  # a wording msgspec did not use before: keep it as it is
+        return message
     what, where = match["what"], match["where"] or ""
     missing = re.fullmatch(r"Object missing required field `(\w+)`", what)
     if missing:

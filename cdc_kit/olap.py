@@ -172,26 +172,27 @@ class CdcOlapModelBase(BaseModel):
 
 
 # ---- the four OLAP models (the OLTP bases supply the columns) -----------------------------
-class CustomerOlap(CdcOlapModelBase, CustomerBase, CdcFields):
+# (mypy: CdcOlapModelBase's pydantic config replaces SQLModel's on purpose, hence the ignores.)
+class CustomerOlap(CdcOlapModelBase, CustomerBase, CdcFields):  # type: ignore[misc]
     __table__ = "customer"
     id: Annotated[int, "uint64"]
     country: Annotated[str, "LowCardinality"]
 
 
-class ProductOlap(CdcOlapModelBase, ProductBase, CdcFields):
+class ProductOlap(CdcOlapModelBase, ProductBase, CdcFields):  # type: ignore[misc]
     __table__ = "product"
     id: Annotated[int, "uint64"]
     category: Annotated[str, "LowCardinality"]
 
 
-class OrderOlap(CdcOlapModelBase, OrderBase, CdcFields):
+class OrderOlap(CdcOlapModelBase, OrderBase, CdcFields):  # type: ignore[misc]
     __table__ = "order"
     id: Annotated[int, "uint64"]
     customerId: Annotated[int, "uint64"]
     status: Annotated[str, "LowCardinality"]
 
 
-class OrderItemOlap(CdcOlapModelBase, OrderItemBase, CdcFields):
+class OrderItemOlap(CdcOlapModelBase, OrderItemBase, CdcFields):  # type: ignore[misc]
     __table__ = "orderitem"
     id: Annotated[int, "uint64"]
     orderId: Annotated[int, "uint64"]
@@ -207,29 +208,30 @@ class ModelError(CdcKitError, ValueError):
     """A model that cannot work as a CDC table; the message says why and what to change."""
 
 
-def check_model(model: type) -> None:
+def check_model(model: Any) -> None:
     """Refuse, with the reason, a model the router could never write (before ClickHouse is asked).
 
     It must be a CdcOlapModelBase with `__table__`, the columns `is_deleted` and `lsn`, a
     ClickHouse type for every column, and ORDER BY = the source primary key.
     """
     name = getattr(model, "__name__", repr(model))
-    if not (isinstance(model, type) and issubclass(model, CdcOlapModelBase)):
+    if not isinstance(model, type) or not issubclass(model, CdcOlapModelBase):
         raise ModelError(f"{name} is not a CdcOlapModelBase subclass")
-    if not isinstance(getattr(model, "__table__", None), str) or not model.__table__:
+    cdc_model: type[CdcOlapModelBase] = model
+    if not isinstance(getattr(model, "__table__", None), str) or not cdc_model.__table__:
         raise ModelError(f"{name} has no __table__ (the source table name)")
     for cdc_column in ("is_deleted", "lsn"):
-        if cdc_column not in model.model_fields:
+        if cdc_column not in cdc_model.model_fields:
             raise ModelError(
                 f"{name} has no {cdc_column!r} column: inherit CdcFields "
                 "(ReplacingMergeTree(lsn, is_deleted) needs both)"
             )
-    for column in model.__order_by__:
-        if column not in model.model_fields:
+    for column in cdc_model.__order_by__:
+        if column not in cdc_model.model_fields:
             raise ModelError(f"{name}: ORDER BY column {column!r} is not a field of the model")
-        if unwrap(model.model_fields[column].annotation)[1]:
+        if unwrap(cdc_model.model_fields[column].annotation)[1]:
             raise ModelError(f"{name}: ORDER BY column {column!r} must not be Optional")
-    for column, field in model.model_fields.items():
+    for column, field in cdc_model.model_fields.items():
         try:
             clickhouse_type(field.annotation, field.metadata)
         except TypeError as exc:

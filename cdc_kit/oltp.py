@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql
@@ -106,8 +106,9 @@ class OrderItem(OrderItemBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
 
 
-#: Source table name -> SQLModel class, in an order that respects foreign keys.
-TABLES: dict[str, type[SQLModel]] = {
+#: Source table name -> SQLModel table class, in an order that respects foreign keys (typed Any:
+#: SQLAlchemy gives each class its `__table__` and column attributes at runtime).
+TABLES: dict[str, Any] = {
     "customer": Customer,
     "product": Product,
     "order": Order,
@@ -188,7 +189,7 @@ def _read_csv(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def sample_rows(scale: int = 1, seed: int = 42) -> dict[str, list[SQLModel]]:
+def sample_rows(scale: int = 1, seed: int = 42) -> dict[str, Sequence[SQLModel]]:
     """Deterministic sample rows: the CSVs in data/, plus generated ones when scale > 1."""
     rng = random.Random(seed)
     base = datetime(2026, 1, 1, tzinfo=UTC)
@@ -230,7 +231,7 @@ def sample_rows(scale: int = 1, seed: int = 42) -> dict[str, list[SQLModel]]:
                 OrderItem(
                     id=item_id,
                     orderId=order_id,
-                    productId=product.id,
+                    productId=cast(int, product.id),
                     quantity=quantity,
                     price=product.price,
                     createdAt=base,

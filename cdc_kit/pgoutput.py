@@ -298,7 +298,7 @@ def _error(kind: str, pos: int, data: bytes, what: str) -> PgOutputDecodeError:
     )
 
 
-def _fixed(data: bytes, pos: int, layout: struct.Struct, kind: str, what: str) -> tuple:
+def _fixed(data: bytes, pos: int, layout: struct.Struct, kind: str, what: str) -> tuple[Any, ...]:
     """Unpack a fixed-size block that must end the message exactly."""
     if len(data) != pos + layout.size:
         raise _error(kind, pos, data, f"expected {layout.size} bytes of {what}")
@@ -525,7 +525,7 @@ def _parse_stream_abort(data: bytes, in_stream: bool, proto: int) -> StreamAbort
     return StreamAbort(xid, subxid)
 
 
-def _prepared(data: bytes, layout: struct.Struct, kind: str) -> tuple[tuple, str]:
+def _prepared(data: bytes, layout: struct.Struct, kind: str) -> tuple[tuple[Any, ...], str]:
     """The fixed fields and the GID that end every two-phase message."""
     _need(data, 1, layout.size, kind, "fixed fields")
     fields = layout.unpack_from(data, 1)
@@ -562,7 +562,7 @@ def _parse_rollback_prepared(data: bytes, in_stream: bool, proto: int) -> Rollba
 
 
 #: type byte -> (parser, lowest proto_version that can send it)
-_PARSERS: dict[int, tuple[Callable[[bytes, bool, int], Any], int]] = {
+_PARSERS: dict[int, tuple[Callable[[bytes, bool, int], PgOutputMessage], int]] = {
     ord("B"): (_parse_begin, 1),
     ord("C"): (_parse_commit, 1),
     ord("O"): (_parse_origin, 1),
@@ -646,21 +646,20 @@ class Decoder:
     def feed(self, data: bytes | bytearray | memoryview) -> PgOutputMessage:
         """Decode the next message and update the stream state and the Relation cache."""
         message = decode_message(data, self.proto_version, self.in_stream)
-        kind = type(message)
-        if kind is Relation:
+        if type(message) is Relation:
             self.relations[message.relid] = message
             self._plans[message.relid] = conversion_plan(message, self.converters)
-        elif kind is StreamStart:
+        elif type(message) is StreamStart:
             if self.in_stream:
                 raise PgOutputDecodeError(
                     f"Stream Start for xid {message.xid} inside the stream of {self.stream_xid}"
                 )
             self.in_stream, self.stream_xid = True, message.xid
-        elif kind is StreamStop:
+        elif type(message) is StreamStop:
             if not self.in_stream:
                 raise PgOutputDecodeError("Stream Stop without a Stream Start")
             self.in_stream, self.stream_xid = False, None
-        elif kind is TypeMsg:
+        elif type(message) is TypeMsg:
             self.types[message.type_oid] = message
         return message
 

@@ -349,8 +349,8 @@ def peek_side_by_side(
     by_lsn: dict[str, dict[str, list]] = {}
     for lsn, _, data in peek_text_changes(conn, text_slot):
         by_lsn.setdefault(lsn, {"text": [], "binary": []})["text"].append(data)
-    for lsn, data in peek_binary_changes(conn, pgoutput_slot, publication):
-        message = decoder.feed(data)
+    for lsn, raw in peek_binary_changes(conn, pgoutput_slot, publication):
+        message = decoder.feed(raw)
         line = describe_message(decoder, message)
         kind = "layout" if isinstance(message, Relation) else type(message).__name__
         by_lsn.setdefault(lsn, {"text": [], "binary": []})["binary"].append((kind, line))

@@ -128,7 +128,7 @@ class RunAll:
     def error(self) -> str:
         """`ename: evalue` of the failing cell's error, or ''."""
         cell = self.failed_cell
-        for output in (cell or {}).get("outputs", []):
+        for output in cell.get("outputs", []) if cell is not None else []:
             if output.get("output_type") == "error":
                 return f"{output.get('ename')}: {output.get('evalue', '')}"
         return ""

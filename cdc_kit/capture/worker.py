@@ -216,6 +216,7 @@ class Capture:
             # The last snapshot may be lost (broker restart) or partial (crash): take it
             # again. The slot was never confirmed past its start, so it still holds every
             # change since; a fresh snapshot plus those changes converges (version 0 loses).
+            assert state is not None  # an existing slot without a done snapshot returned above
             consistent_point, snapshot_name = state[1], None
             log.warning("snapshot not confirmed as written yet: taking it again")
         tables = replication.published_tables(conn, s.publication_name)

@@ -237,7 +237,8 @@ def parked_letters(router: Any, table: str, ids: Any) -> list[tuple[str, str, st
     ]
 
 
-def topic_events(stack: Any, table: str) -> pd.DataFrame:
-    """Every event of `table` on the change topic, oldest first (the topic is the real state)."""
+def topic_events(stack: Any, table: str | None) -> pd.DataFrame:
+    """Every event of `table` (None: of every table) on the change topic, oldest first (the
+    topic is the real state)."""
     return recent_events(stack, limit=1_000_000, table=table)
 

@@ -192,7 +192,7 @@ def check_review_table(stack: Any, model: Any) -> None:
     columns = table_columns(ch, database, "review")
     for name, wanted in EXPECTED.items():
         _check_column(name, wanted, columns.get(name))
-    if column_types(model) != columns:
+    if column_types(model) != columns:  # type: ignore[arg-type]  # checked a model above
         raise CheckFailed(
             "the ClickHouse table `review` was not made from this ReviewOlap (the columns differ)",
             RECREATE_HINTS,

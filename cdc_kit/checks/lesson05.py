@@ -42,7 +42,7 @@ def reveal_accepting(prediction: Any, verdicts: pd.DataFrame) -> None:
     `verdicts` is the lesson's table (one row per table, a boolean column `validates?`).
     """
     accepting = sorted(verdicts.loc[verdicts["validates?"], "table"])
-    everything, nothing = frozenset(SEED_TABLES), frozenset()
+    everything, nothing = frozenset(SEED_TABLES), frozenset[str]()
     judge_prediction(
         prediction,
         accepting,
@@ -252,7 +252,7 @@ def _reads_the_payload(model: type[BaseModel], data: dict[str, Any]) -> bool:
 
 def _expected(model: type[BaseModel], name: str, value: Any) -> Any:
     """A payload value as the model's column type makes it (e.g. '48.00' -> Decimal('48.00'))."""
-    return TypeAdapter(model.model_fields[name].annotation).validate_python(value)
+    return TypeAdapter(model.model_fields[name].annotation or Any).validate_python(value)
 
 
 def _check_unchanged(model: type[BaseModel], event: Any, what: str) -> BaseModel:

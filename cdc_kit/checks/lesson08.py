@@ -139,7 +139,7 @@ def _check_column(stack: Any, router: Any, freight_id: int) -> None:
                 f"still {column_type}, the model says {model_type} (the reason: {reason})",
                 ALTER_HINTS,
             )
-        raise _wrong_type(column_type, model_type)
+        raise _wrong_type(column_type or "missing", model_type)
     if parked:
         _, stage, reason = parked[-1]
         raise CheckFailed(

@@ -260,15 +260,16 @@ def check_toast_fix(stack: Any, table: str, since: int | str) -> None:
         migrated_now = not any(event.operation == "update" for event in events)
         if migrated_now:
             changed = _migrate(conn, table)
-            events = wait_for(
+            arrived = wait_for(
                 lambda: _updates_arrived(stack, table, since, changed), timeout=20, every=0.3
             )
-            if events is None:
+            if arrived is None:
                 raise CheckFailed(
                     f"the migration's {changed} updates of {table} did not reach the topic "
                     "within 20 s",
                     "is capture running? `python -m cdc_kit status` says",
                 )
+            events = arrived
         naive = naive_copy(stack.clickhouse(), table, events)
         source, warehouse = _pg_notes(conn, table), _ch_notes(stack.clickhouse(), naive)
         differences = _differences(source, warehouse)

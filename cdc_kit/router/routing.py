@@ -73,7 +73,7 @@ class RoutedBatch:
 
 
 #: (table, model, primary key, columns) -> the stored values of those columns, or None.
-StoredValues = Callable[[str, type, tuple, list[str]], dict[str, Any] | None]
+StoredValues = Callable[[str, type, tuple[Any, ...], list[str]], dict[str, Any] | None]
 
 
 def dead_letter(record: Record, stage: Stage, error: str) -> DeadLetter:
@@ -103,7 +103,7 @@ def route(
     batch = RoutedBatch(consumed=len(records))
     open_groups: dict[str, TableRows] = {}
     #: The newest routed row per (table, key), for unchanged TOAST values (rows not yet stored).
-    newest: dict[tuple[str, tuple], list[Any]] = {}
+    newest: dict[tuple[str, tuple[Any, ...]], list[Any]] = {}
     for record in records:
         try:
             event = parse_event(record.value)
@@ -137,7 +137,7 @@ def route(
 def _row(
     event: ChangeEvent,
     model: type[olap.CdcOlapModelBase],
-    newest: dict[tuple[str, tuple], list[Any]],
+    newest: dict[tuple[str, tuple[Any, ...]], list[Any]],
     stored_values: StoredValues | None,
 ) -> list[Any]:
     payload = event.payload
@@ -155,7 +155,7 @@ def _row(
 def _fill_unchanged_toast(
     event: ChangeEvent,
     model: type[olap.CdcOlapModelBase],
-    newest: dict[tuple[str, tuple], list[Any]],
+    newest: dict[tuple[str, tuple[Any, ...]], list[Any]],
     stored_values: StoredValues | None,
 ) -> dict[str, Any]:
     """Take unchanged TOAST values from the newest known version of the row."""

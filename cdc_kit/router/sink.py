@@ -141,9 +141,9 @@ class ClickHouseSink:
                 except DatabaseError as exc:
                     if isinstance(exc, OperationalError):
                         raise  # ClickHouse is unreachable: retry the batch, park nothing
-                    reason = f"ClickHouse refused to create table {write.table}: {first_line(exc)}"
+                    refused = f"ClickHouse refused to create table {write.table}: {first_line(exc)}"
                     sources = write.records if isinstance(write, TableRows) else [write.record]
-                    batch.dead.extend(dead_letter(r, "warehouse", reason) for r in sources)
+                    batch.dead.extend(dead_letter(r, "warehouse", refused) for r in sources)
                     continue
             if isinstance(write, Truncate):
                 warehouse.insert_delete_markers(self._ch, self.database, write.model, write.lsn)
@@ -201,7 +201,7 @@ class ClickHouseSink:
                 dead.append(dead_letter(record, "warehouse", reason))
         return written
 
-    def _insert(self, model: type, rows: list[list[Any]]) -> None:
+    def _insert(self, model: type[olap.CdcOlapModelBase], rows: list[list[Any]]) -> None:
         types = olap.layout(model).types
         self._ch.insert(
             model.__table__,
@@ -327,9 +327,9 @@ class MemorySink:
         self.progress[group] = end_lsn
 
     def stored_values(
-        self, table: str, model: type, key: tuple, columns: list[str]
+        self, table: str, model: type, key: tuple[Any, ...], columns: list[str]
     ) -> dict[str, Any] | None:
-        keys = model.__order_by__
+        keys = getattr(model, "__order_by__", ("id",))
         for row in self.final(table):
             if tuple(row[k] for k in keys) == key:
                 return {column: row[column] for column in columns}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,9 +22,9 @@ from typing import Any
 import pandas as pd
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import ValidationError
-from sqlalchemy import func, select, text
+from sqlalchemy import func, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, select
 
 from cdc_kit import olap, oltp
 from cdc_kit.errors import FixableError, first_line
@@ -183,7 +184,8 @@ class ChangeLab:
         """The newest ids of a table in PostgreSQL (for choosing a row)."""
         model = self._model(table)
         with Session(self.engine) as db:
-            return list(db.exec(select(model.id).order_by(model.id.desc()).limit(limit)).scalars())
+            query = select(model.id).order_by(model.id.desc()).limit(limit)
+            return list(db.exec(query))
 
     def pg_row(self, table: str, row_id: int) -> pd.DataFrame:
         """The row as PostgreSQL has it now (empty if there is none)."""
@@ -275,7 +277,8 @@ class ChangeLab:
 
     # ---- helpers ------------------------------------------------------------------------------
     @staticmethod
-    def _model(table: str) -> type[SQLModel]:
+    def _model(table: str) -> Any:
+        """The table class of `table` (typed Any: SQLAlchemy adds `id` and `__table__` to it)."""
         if table not in oltp.TABLES:
             raise FixableError(f"unknown table {table!r}; choose one of {', '.join(oltp.TABLES)}")
         return oltp.TABLES[table]
@@ -309,7 +312,7 @@ class ChangeLab:
         """Run `write` in one transaction that first reads the WAL position; record the change."""
         try:
             with Session(self.engine) as db:
-                wal_before = int(db.exec(_WAL_NOW).scalar_one())
+                wal_before = int(db.connection().execute(_WAL_NOW).scalar_one())
                 row_id = write(db)
                 db.commit()
         except SQLAlchemyError as exc:
@@ -332,19 +335,19 @@ class ChangeLab:
         """Those of `ids` that PostgreSQL still has, in their order."""
         model = self._model(table)
         with Session(self.engine) as db:
-            found = set(db.exec(select(model.id).where(model.id.in_(ids))).scalars())
+            found = set(db.exec(select(model.id).where(model.id.in_(ids))))
         return [id for id in ids if id in found]
 
-    def _random_ids(self, db: Session, model: type[SQLModel], k: int) -> list[int]:
-        return list(db.exec(select(model.id).order_by(func.random()).limit(k)).scalars())
+    def _random_ids(self, db: Session, model: Any, k: int) -> list[int]:
+        return list(db.exec(select(model.id).order_by(func.random()).limit(k)))
 
     def _random_row(self, db: Session, table: str) -> dict[str, Any]:
         rng = self.rng
         if table == "customer":
             first, last = rng.choice(_FIRST), rng.choice(_LAST)
             country, city = rng.choice(_PLACES)
-            # E-mails are unique: 32 random bits make a clash as good as impossible.
-            email = f"{first}.{last}.{rng.getrandbits(32):08x}@example.com".lower()
+            # E-mails are unique: a fresh uuid part even where the lab's dice are seeded.
+            email = f"{first}.{last}.{uuid.uuid4().hex[:8]}@example.com".lower()
             return {"name": f"{first} {last}", "email": email, "country": country, "city": city}
         if table == "product":
             name, category = rng.choice(_GOODS)
@@ -360,7 +363,10 @@ class ChangeLab:
         products = self._random_ids(db, oltp.Product, 1)
         if not orders or not products:
             raise FixableError("an order item needs an order and a product: insert them first")
-        price = db.get(oltp.Product, products[0]).price
+        product = db.get(oltp.Product, products[0])
+        if product is None:
+            raise FixableError(f"product {products[0]} was deleted meanwhile: try again")
+        price = product.price
         return {"orderId": orders[0], "productId": products[0],
                 "quantity": rng.randint(1, 5), "price": price}  # fmt: skip
 
@@ -382,7 +388,7 @@ class ChangeLab:
             product = db.get(oltp.Product, int(product_id))
             if product is None:
                 raise FixableError(f"product {product_id} does not exist")
-            lines.append((product.id, int(quantity), Decimal(product.price)))
+            lines.append((int(product_id), int(quantity), Decimal(product.price)))
         return lines
 
     def _random_change(self, table: str, row: Any) -> dict[str, Any]:
@@ -407,7 +413,7 @@ class ChangeLab:
         self._model(table)
         columns = VIEW_COLUMNS[table]
         try:
-            frame = row_versions(self.ch, self.database, table, row_id, columns, final=final)
+            frame = row_versions(self.ch, self.database, table, row_id, list(columns), final=final)
         except ClickHouseError:
             frame = pd.DataFrame()  # no table yet: the router makes it
         return frame if len(frame) else pd.DataFrame(columns=[*columns, "is_deleted", "lsn"])

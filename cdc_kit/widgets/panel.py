@@ -307,8 +307,8 @@ class LabPanel:
 
     def _on_insert(self, _button: Any) -> None:
         table = self.table.value
-        extra = {"items": self.items.value} if table == "order" else {}
-        self._act(lambda: self.lab.insert(table, **extra, **self.typed_values()))
+        items = self.items.value if table == "order" else None
+        self._act(lambda: self.lab.insert(table, items, **self.typed_values()))
 
     def _on_update(self, _button: Any) -> None:
         if self.row.value is None:

@@ -193,7 +193,8 @@ class Handler(BaseHTTPRequestHandler):
         return data
 
     def _read_chunked(self) -> bytes:
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while True:
             line = self.rfile.readline(1026)
             if not line:

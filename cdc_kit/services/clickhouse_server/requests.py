@@ -162,8 +162,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, str]:
             )
         name = part.get_param("name", header="content-disposition")
         if name:
-            payload = part.get_payload(decode=True) or b""
-            fields[str(name)] = payload.decode("utf-8", "replace")
+            payload = part.get_payload(decode=True)
+            raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
+            fields[str(name)] = raw.decode("utf-8", "replace")
     return fields
 
 
@@ -222,7 +223,7 @@ def _zstd() -> Any:
         from backports import zstd  # clickhouse-connect's own dependency on Python < 3.14
     except ImportError:
         try:
-            from compression import zstd  # type: ignore[import-not-found, no-redef]
+            from compression import zstd  # type: ignore[no-redef]  # Python 3.14
         except ImportError:
             raise RequestError(
                 "zstd request bodies need the backports.zstd package", UNSUPPORTED_MEDIA_TYPE
