@@ -24,6 +24,7 @@ from kafka import TopicPartition
 from cdc_kit.capture.worker import Capture
 from cdc_kit.config import settings_env
 from cdc_kit.lsn import str_to_lsn
+from cdc_kit.services.process import wait_until
 from cdc_kit.stack import Stack
 from tests.conftest import drop_slot_and_publication, isolated_settings
 
@@ -175,8 +176,20 @@ def test_truncate_emits_one_event_per_table(stack: Stack, pg: Any) -> None:
     assert events[1]["payload"] == {}
 
 
+def streamed_transactions(pg: Any, slot: str) -> int:
+    """How many transactions PostgreSQL streamed (in progress) through `slot` so far."""
+    with pg.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots "
+            "WHERE slot_name = %s",
+            (slot,),
+        )
+        return int(cur.fetchone()[0])
+
+
 def test_large_transaction_is_streamed_and_arrives_whole(stack: Stack, pg: Any) -> None:
     table = new_table(pg, "id int PRIMARY KEY, filler text")
+    streamed_before = streamed_transactions(pg, stack.settings.slot_name)
     # Force PostgreSQL to stream in-progress transactions to capture (proto 2) early.
     run(pg, "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'", "SELECT pg_reload_conf()")
     try:
@@ -194,6 +207,10 @@ def test_large_transaction_is_streamed_and_arrives_whole(stack: Stack, pg: Any) 
     finally:
         pg.autocommit = True
         run(pg, "ALTER SYSTEM RESET logical_decoding_work_mem", "SELECT pg_reload_conf()")
+    # It was streamed (not decoded at commit): the slot's statistics count it.
+    assert wait_until(
+        lambda: streamed_transactions(pg, stack.settings.slot_name) > streamed_before, timeout=10
+    ), "PostgreSQL did not stream the transaction: the test would prove nothing"
     ids = [e["payload"]["id"] for e in events]
     assert ids == list(range(1, 5001))  # whole, in order, without the rolled-back subtransaction
     assert [e["metadata"]["last_in_txn"] for e in events].count(True) == 1
@@ -230,7 +247,11 @@ def test_snapshot_then_stream_has_no_gap_and_no_duplicate(stack: Stack, pg: Any)
     worker = threading.Thread(target=capture.run)
     worker.start()
     try:
-        time.sleep(3)
+        # Writes go on until capture has both snapshotted and streamed: the hand-off happened
+        # while the table was being written.
+        assert wait_until(
+            lambda: capture.stats.snapshot_rows >= 3000 and capture.stats.events > 0, timeout=30
+        )
         stop_writing.set()
         thread.join()
         total = 3000 + len(written)

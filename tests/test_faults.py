@@ -23,6 +23,7 @@ import pytest
 
 from cdc_kit import olap, oltp
 from cdc_kit.capture import snapshot
+from cdc_kit.capture.heartbeat import heartbeat_path, read_heartbeat
 from cdc_kit.capture.worker import Capture
 from cdc_kit.router import Router
 from cdc_kit.services.broker import create_topics
@@ -106,8 +107,12 @@ def test_broker_restart_with_unrouted_changes_redelivers_them_from_the_slot(faul
     stack, router = fault_stack
     engine = stack.pg_engine()
     router.stop()  # nothing is routed while the changes pile up in the broker
+    heartbeat = heartbeat_path(stack.settings)
+    before = read_heartbeat(heartbeat).get("events", 0)
     Workload(engine, seed=99).run(150)
-    time.sleep(1.0)  # capture has produced them: the broker holds them, ClickHouse does not
+    # Capture has produced them (its heartbeat counts them): the broker holds them, ClickHouse
+    # does not.
+    assert wait_until(lambda: read_heartbeat(heartbeat).get("events", 0) >= before + 150, 20)
     assert wait_until_reconciled(stack, timeout=1)  # proof: the warehouse is behind
     restart("broker")(stack)  # ... and now those messages are gone
     router.start()
@@ -178,12 +183,10 @@ def test_twenty_broker_restarts_leave_captures_files_and_threads_flat(fault_stac
         return process.num_fds(), process.num_threads()
 
     assert wait_until(streaming_again, timeout=30)
-    time.sleep(1.0)
     before = counts()
     for _ in range(20):
         restart("broker")(stack)
         assert wait_until(streaming_again, timeout=60), capture.log_tail(15)
-    time.sleep(1.0)
     after = counts()
     assert after[0] <= before[0] + 4, f"open files: {before[0]} before, {after[0]} after"
     assert after[1] <= before[1] + 2, f"threads: {before[1]} before, {after[1]} after"

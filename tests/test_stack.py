@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -19,6 +18,7 @@ from sqlalchemy import text
 
 from cdc_kit import oltp
 from cdc_kit.services.home import LAYOUT_VERSION
+from cdc_kit.services.process import wait_until
 from cdc_kit.stack import Stack
 from tests.conftest import environment_without_kit_settings, make_test_env, run_cli, settings_from
 
@@ -68,8 +68,7 @@ def test_up_status_kill_restart_down(lifecycle_env: dict[str, str]) -> None:
 
     # A killed service is reported and brought back by `up`.
     os.kill(started["broker"], signal.SIGKILL)
-    time.sleep(0.3)
-    assert "stopped" in status_lines(env)["broker"]
+    assert wait_until(lambda: "stopped" in status_lines(env)["broker"], timeout=10)
     assert run_cli(env, "status").returncode != 0
     third = run_cli(env, "up", "--only", *SERVICES)
     assert third.returncode == 0, third.stderr
