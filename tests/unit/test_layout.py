@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "cdc_kit"
+PACKAGE = Path(__file__).resolve().parents[2] / "cdc_kit"
 
 
 def module_name(path: Path) -> str:
