@@ -1,11 +1,12 @@
-"""Every lesson notebook runs against the real stack, four ways.
+"""Every lesson notebook runs against the real stack, three ways (and in docker mode, and on
+PostgreSQL 15: tests/test_docker_parity.py, tests/test_postgres15.py).
 
 (a) the room: after the seed's API walkthrough and a Bulk, every unsolved lesson with Run All
     (each must stop at an exercise's check), then every solved copy, in order, with all those
     kernels left alive: "works after the others, from any state, beside their kernels";
 (b) each unsolved notebook, errors allowed: its `check` cells, and only those, must fail;
-(c) each solved notebook alone on a fresh stack of its own: "works on a fresh stack";
-(d) each solved notebook with every code cell run twice in a row: cells are idempotent.
+(c) each solved notebook alone on a fresh stack of its own, with every code cell run twice in
+    a row: "works on a fresh stack", and its cells are idempotent.
 
 Kernels inherit the CDC_KIT_* variables of the stack they must use (see conftest), so the
 notebooks call the same `ensure_running()` a learner calls, pointed at the test services.
@@ -166,19 +167,11 @@ def test_unsolved_notebook_fails_only_in_its_check_cells(path: Path, stack: Stac
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LESSONS, ids=IDS)
-def test_solved_notebook_runs_alone_on_a_fresh_stack(
+def test_solved_notebook_runs_alone_on_a_fresh_stack_with_every_cell_twice(
     path: Path, solved_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with scratch_stack(mode="embedded") as fresh:  # the kernel sees this stack's settings only
-        _, seconds = execute(solved_dir / path.name, env=settings_env(fresh.settings))
-        report(capsys, f"{path.stem}: {seconds:.1f} s solved, alone on a fresh stack")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", LESSONS, ids=IDS)
-def test_every_cell_of_a_solved_notebook_can_run_twice(
-    path: Path, solved_dir: Path, stack: Stack
-) -> None:
+    """A fresh stack of its own (the kernel sees only its settings); every code cell runs
+    twice in a row, as a learner who presses Shift+Enter twice: cells are idempotent."""
     notebook = nbformat.read(solved_dir / path.name, as_version=4)
     cells = []
     for cell in notebook.cells:
@@ -188,7 +181,9 @@ def test_every_cell_of_a_solved_notebook_can_run_twice(
             again.id = f"{cell.id}-again"
             cells.append(again)
     notebook.cells = cells
-    execute(notebook)
+    with scratch_stack(mode="embedded") as fresh:
+        _, seconds = execute(notebook, env=settings_env(fresh.settings))
+        report(capsys, f"{path.stem}: {seconds:.1f} s solved, every cell twice, fresh stack")
 
 
 # ---- the instructor's copy ---------------------------------------------------------------------
