@@ -169,9 +169,10 @@ def test_snapshot_lost_with_the_broker_is_taken_again(fault_stack) -> None:
 
 
 def test_twenty_broker_restarts_leave_captures_files_and_threads_flat(fault_stack) -> None:
-    """Each restart ends capture's session; the next one must not pile up producers, clients
-    and sockets: what the session opened is closed. The broker is killed (-9), as a crash
-    does: a memory broker forgets everything either way, and SIGTERM can take Tansu 5 s."""
+    """Each restart ends capture's session and starts a new one; no session may leave its
+    producer, clients or sockets behind. The broker is killed (-9), as a crash does: a memory
+    broker forgets everything either way, and SIGTERM can take Tansu 5 s. (A client that fails
+    while connecting: tests/unit/test_clients.py.)"""
     stack, _ = fault_stack
     capture, broker = stack.service("capture"), stack.service("broker")
     heartbeat = heartbeat_path(stack.settings)
@@ -179,22 +180,22 @@ def test_twenty_broker_restarts_leave_captures_files_and_threads_flat(fault_stac
     def sessions() -> int:
         return int(read_heartbeat(heartbeat).get("sessions", 0))
 
-    def streaming_in_a_session_after(session: int) -> bool:
+    def in_state_after(state: str, session: int) -> bool:
         beat = read_heartbeat(heartbeat)
-        return beat.get("state") == "streaming" and int(beat.get("sessions", 0)) > session
+        return beat.get("state") == state and int(beat.get("sessions", 0)) > session
 
     def counts() -> tuple[int, int]:
         process = psutil.Process(capture.running_pid())
         return process.num_fds(), process.num_threads()
 
-    assert wait_until(lambda: streaming_in_a_session_after(0), timeout=30)
+    assert wait_until(lambda: in_state_after("streaming", 0), timeout=30)
     before = counts()
     for _ in range(20):
         session, pid = sessions(), broker.running_pid()
         os.kill(pid, signal.SIGKILL)
         assert wait_until(lambda pid=pid: not process_alive(pid), timeout=10)
         stack.up()
-        again = wait_until(lambda session=session: streaming_in_a_session_after(session), 60)
+        again = wait_until(lambda session=session: in_state_after("streaming", session), 60)
         assert again, capture.log_tail(15)
     after = counts()
     assert after[0] <= before[0] + 4, f"open files: {before[0]} before, {after[0]} after"

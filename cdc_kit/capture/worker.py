@@ -152,11 +152,13 @@ class Capture:
                 )
             conn.autocommit = False
             snapshot.ensure_state_table(conn)
-            producer = TransactionProducer(s)
-            opened.callback(_close_quietly, producer)
-            admin = clients.kafka_admin(s)
+            # The admin first: with the broker away it fails in 2 s, where the producer's
+            # metadata request waits 10 s, so capture retries promptly.
+            admin = clients.kafka_admin(s, bootstrap_timeout_ms=2000)
             opened.callback(_close_quietly, admin)
             broker_id = clients.cluster_id(admin)
+            producer = TransactionProducer(s)
+            opened.callback(_close_quietly, producer)
             warehouse = None
             if s.confirm_after == "router":
                 warehouse = clients.clickhouse(s, database="default")
