@@ -134,6 +134,28 @@ def judge_prediction(
     return False
 
 
+# ---- how a prediction is compared: written as a learner writes it -----------------------------
+def as_number(value: Any) -> Any:
+    """3, '3' and 3.0 are the same prediction."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def as_yes_no(value: Any) -> Any:
+    """True/False, also written 'true'/'false' or 'yes'/'no'."""
+    if isinstance(value, str):
+        words = {"yes": True, "no": False, "true": True, "false": False}
+        return words.get(value.strip().lower(), value)
+    return value
+
+
+def as_word(value: Any) -> Any:
+    """'Key ' and 'key' are the same answer."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def show_solution(lesson: str, cell_id: str | None = None) -> None:
     """Show the worked solution of a lesson's build exercise(s) (or of one exercise cell).
 

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from cdc_kit.checks.common import (
     CheckFailed,
     as_lsn_int,
+    as_number,
     both_forms,
     judge_prediction,
     passed,
@@ -83,15 +84,8 @@ def reveal_events_per_row(predicted_events: Any, stack: Any, names: Sequence[str
             0: "You expected nothing on the topic until something reads it. Capture publishes "
             "as soon as PostgreSQL commits; the router (lesson 01) only reads the topic.",
         },
-        normalise=_as_int,
+        normalise=as_number,
     )
-
-
-def _as_int(value: Any) -> Any:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return value
 
 
 def _display(frame: pd.DataFrame) -> None:

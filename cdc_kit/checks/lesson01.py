@@ -11,6 +11,7 @@ from sqlalchemy import text
 from cdc_kit.checks.common import (
     CheckFailed,
     as_lsn_int,
+    as_number,
     both_forms,
     judge_prediction,
     passed,
@@ -81,15 +82,8 @@ def reveal_final_rows(predicted_final_rows: Any, stack: Any, product_id: int) ->
             2: "You expected both versions. FINAL never returns two versions of one key: that "
             "is what a read without FINAL may do, until the parts merge.",
         },
-        normalise=_as_int,
+        normalise=as_number,
     )
-
-
-def _as_int(value: Any) -> Any:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return value
 
 
 def _decimal(value: Any, name: str) -> Decimal:

@@ -8,6 +8,7 @@ from typing import Any
 
 from cdc_kit.checks.common import (
     CheckFailed,
+    as_yes_no,
     judge_prediction,
     ordered_by,
     passed,
@@ -76,14 +77,8 @@ def reveal_table_class(predicted_raises: Any, raised: bool) -> None:
             False: "You expected a table class to skip validation, as SQLModel's table classes "
             "long have.",
         },
-        normalise=_as_bool,
+        normalise=as_yes_no,
     )
-
-
-def _as_bool(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return value
 
 
 def engine_parts(engine_full: str) -> tuple[str, list[str]]:

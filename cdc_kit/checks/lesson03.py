@@ -9,6 +9,7 @@ from cdc_kit import replication
 from cdc_kit.checks.common import (
     CheckFailed,
     as_lsn_int,
+    as_word,
     both_forms,
     is_placeholder,
     judge_prediction,
@@ -68,7 +69,7 @@ def reveal_update_old(
         actual,
         name="predicted_update_old",
         why=why,
-        normalise=lambda value: value.strip().lower() if isinstance(value, str) else value,
+        normalise=as_word,
         wrong={
             "key": (
                 "A DELETE carries the old key (K) under DEFAULT; an UPDATE needs it only when "

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from cdc_kit.checks.common import (
     CheckFailed,
     as_lsn_int,
+    as_word,
     both_forms,
     judge_prediction,
     passed,
@@ -74,7 +75,7 @@ def reveal_full_marker_name(prediction: Any, stack: Any, product_id: int, old_na
             "keeps the old values. Under DEFAULT the same columns hold type defaults ('', 0; NULL "
             "in the one Nullable column)."
         ),
-        normalise=lambda value: value.strip().lower() if isinstance(value, str) else value,
+        normalise=as_word,
         wrong={
             "empty": (
                 "The router does not blank a delete: it fills defaults only where the event "

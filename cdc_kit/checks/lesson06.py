@@ -15,6 +15,7 @@ from cdc_kit import olap
 from cdc_kit.checks.common import (
     CheckFailed,
     as_lsn_int,
+    as_number,
     judge_prediction,
     parked_letters,
     passed,
@@ -83,13 +84,6 @@ def transaction_events(
     return found if found is not None else count()
 
 
-def _number(value: Any) -> Any:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
 def reveal_events(prediction: Any, stack: Any, since: Any, rows: dict[str, list[int]]) -> None:
     """How many events the transaction of step 2 put on the topic, and why."""
     events = transaction_events(stack, since, rows)
@@ -98,7 +92,7 @@ def reveal_events(prediction: Any, stack: Any, since: Any, rows: dict[str, list[
         prediction,
         events,
         name="predicted_events",
-        normalise=_number,
+        normalise=as_number,
         why=(
             f"The transaction changed {touched}, and capture sends one event per changed "
             f"row: {events} events, each with its own lsn, published together once the "

@@ -7,6 +7,7 @@ from typing import Any
 
 from cdc_kit.checks.common import (
     CheckFailed,
+    as_number,
     judge_prediction,
     passed,
     require_answer,
@@ -44,6 +45,7 @@ def reveal_order_events(prediction: Any, stack: Any, order_id: int) -> int:
             1: "One per transaction? A transaction can change thousands of rows; each is an event.",
             len(item_events): "The order row itself is an insert too.",
         },
+        normalise=as_number,
     )
     return actual
 

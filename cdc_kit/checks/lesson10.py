@@ -10,6 +10,7 @@ from clickhouse_connect.driver.binding import quote_identifier
 from cdc_kit import reconcile, replication
 from cdc_kit.checks.common import (
     CheckFailed,
+    as_yes_no,
     judge_prediction,
     ordered_by,
     passed,
@@ -91,22 +92,13 @@ def capture_slot_safe(conn: Any, slot: str, setting_before: str, gone: str) -> N
 
 
 # ---- the prediction of exhibit 1 ---------------------------------------------------------------
-def _yes_no(value: Any) -> Any:
-    """True/False, also written as 'yes'/'no'."""
-    if isinstance(value, str):
-        return {"yes": True, "no": False, "true": True, "false": False}.get(
-            value.strip().lower(), value
-        )
-    return value
-
-
 def reveal_ghost(prediction: Any, ada_in_final: bool) -> None:
     """Feedback on `predicted_ghost`: does FINAL still show Ada after her delete was routed?"""
     judge_prediction(
         prediction,
         ada_in_final,
         name="predicted_ghost",
-        normalise=_yes_no,
+        normalise=as_yes_no,
         why=(
             "ReplacingMergeTree replaces rows whose ORDER BY key is equal. Ada's row has the "
             "key ('US', 1); her delete marker carries only the id, with '' in country, so its "
