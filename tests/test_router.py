@@ -27,22 +27,7 @@ from cdc_kit.router.lease import HANDOVER_WAIT_S
 from cdc_kit.services.process import wait_until
 from cdc_kit.stack import Stack
 from tests.conftest import router_held_elsewhere
-
-
-def event(table: str, operation: str, lsn: str, payload: dict, **meta: Any) -> bytes:
-    metadata = {"table": table, "operation": operation, "lsn": lsn, **meta}
-    return json.dumps({"metadata": metadata, "payload": payload}).encode()
-
-
-CUSTOMER = {
-    "id": 1,
-    "email": "ada@example.com",
-    "name": "Ada",
-    "country": "UK",
-    "city": "London",
-    "bio": None,
-    "createdAt": "2026-01-01T00:00:00+00:00",
-}
+from tests.contract_events import CUSTOMER, event
 
 
 def send(stack: Stack, values: list[bytes | None], topic: str | None = None) -> None:

@@ -13,24 +13,14 @@ import pytest
 from cdc_kit import olap
 from cdc_kit.errors import CdcKitError
 from cdc_kit.router import MemorySink, MemorySource, MemoryTopic, Router
-
-CUSTOMER = {
-    "id": 1,
-    "email": "ada@example.com",
-    "name": "Ada",
-    "country": "UK",
-    "city": "London",
-    "bio": None,
-    "createdAt": "2026-01-01T00:00:00+00:00",
-}
+from tests.contract_events import CUSTOMER
+from tests.contract_events import event as contract_event
 
 
-def event(operation: str, lsn: int, last: bool = True, **payload: Any) -> bytes:
-    """A customer change as capture publishes it; `last` closes its transaction."""
-    metadata = {"table": "customer", "operation": operation, "lsn": f"0/{lsn:X}"}
-    if last:
-        metadata |= {"end_lsn": f"0/{lsn + 1:X}", "last_in_txn": True}
-    return json.dumps({"metadata": metadata, "payload": {**CUSTOMER, **payload}}).encode()
+def event(operation: str, lsn: int, **payload: Any) -> bytes:
+    """A customer change that is a transaction of its own (the router records its end)."""
+    end = {"end_lsn": f"0/{lsn + 1:X}", "last_in_txn": True}
+    return contract_event("customer", operation, f"0/{lsn:X}", {**CUSTOMER, **payload}, **end)
 
 
 def router_on(topic: MemoryTopic, sink: MemorySink, group: str = "router") -> Router:
