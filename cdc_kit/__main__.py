@@ -29,6 +29,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     for name, was_started in started.items():
         print(f"{name:<11} {'started' if was_started else 'already running'}")
     print(f"stack ready in {took:.1f} s (state in {stack.settings.home})")
+    if "postgres" in started:  # a lab from an older kit gets the seed's unique e-mail
+        from cdc_kit import oltp  # here: the other commands need no SQLModel
+
+        with stack.pg_engine().begin() as conn:
+            repeated = oltp.make_email_unique(conn)
+        if repeated:
+            print(f"warning: {oltp.email_warning(repeated)}")
     print_status(stack)
     return 0
 

@@ -106,6 +106,27 @@ _VALUE_CONSTRAINTS = (
 )  # fmt: skip
 
 
+#: ClickHouse integer hints and their width in bits.
+_INTEGER_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64,
+                 "int8": 8, "int16": 16, "int32": 32, "int64": 64}  # fmt: skip
+
+
+def _column_range(metadata: list[Any]) -> list[Any]:
+    """The range an integer column's ClickHouse type holds, as validation rules.
+
+    Not a business rule: a value outside it (a negative id for UInt64) could never be stored,
+    and ClickHouse would refuse the whole INSERT. Checked here, the event is dead-lettered at
+    `validate` with the reason, and the batch's other rows go in at once.
+    """
+    hint = next((h for h in metadata if isinstance(h, str) and h in _INTEGER_BITS), None)
+    if hint is None:
+        return []
+    bits = _INTEGER_BITS[hint]
+    if hint.startswith("u"):
+        return [annotated_types.Ge(0), annotated_types.Le(2**bits - 1)]
+    return [annotated_types.Ge(-(2 ** (bits - 1))), annotated_types.Le(2 ** (bits - 1) - 1)]
+
+
 # ---- the base class ------------------------------------------------------------------------
 class CdcFields(BaseModel):
     """The two columns every CDC table adds."""
@@ -149,6 +170,7 @@ class CdcOlapModelBase(BaseModel):
             if name in CdcFields.model_fields:
                 continue
             field.metadata = [m for m in field.metadata if not isinstance(m, _VALUE_CONSTRAINTS)]
+            field.metadata += _column_range(field.metadata)
             field.default = PydanticUndefined
             field.default_factory = None
         cls.model_rebuild(force=True)

@@ -134,7 +134,9 @@ def create_all(engine: Any) -> None:
                 )
             )
         }
-        _make_email_unique(conn)
+        repeated = make_email_unique(conn)
+        if repeated:
+            log.warning(email_warning(repeated))
         quote = engine.dialect.identifier_preparer.quote
         for table in tables:
             for column in table.columns:
@@ -149,23 +151,31 @@ def create_all(engine: Any) -> None:
                     )
 
 
-def _make_email_unique(conn: Any) -> None:
-    """Tables made by an older kit let two customers share an e-mail; the seed's (and now the
-    kit's) do not. Add the unique index, unless a lab already holds duplicates: then say which,
-    and leave the rows alone (they are a learner's)."""
+def make_email_unique(conn: Any) -> list[str]:
+    """Give a lab's customer table the seed's unique e-mail; the e-mails that repeat, if any.
+
+    Tables made by an older kit let two customers share an e-mail. The unique index is added
+    unless the lab already holds duplicates: those rows are a learner's, so they stay, and the
+    caller says which e-mails repeat. Nothing to do without a customer table.
+    """
+    if not conn.execute(text("SELECT to_regclass('public.customer')")).scalar():
+        return []
     if conn.execute(text("SELECT to_regclass('public.ix_customer_email')")).scalar():
-        return
+        return []
     duplicates = conn.execute(
-        text("SELECT email FROM customer GROUP BY email HAVING count(*) > 1 LIMIT 3")
+        text("SELECT email FROM customer GROUP BY email HAVING count(*) > 1 ORDER BY 1 LIMIT 3")
     ).scalars().all()
-    if duplicates:
-        log.warning(
-            "customer e-mails are not unique here (%s): delete the extra rows to get the seed's "
-            "unique e-mail back",
-            ", ".join(duplicates),
-        )
-        return
-    conn.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS ix_customer_email ON customer (email)"))
+    if not duplicates:
+        conn.execute(text("CREATE UNIQUE INDEX ix_customer_email ON customer (email)"))
+    return list(duplicates)
+
+
+def email_warning(repeated: list[str]) -> str:
+    """One line about e-mails that keep the unique index away."""
+    return (
+        f"customer e-mails repeat in this lab ({', '.join(repeated)}): delete the extra rows, "
+        "then run `python -m cdc_kit up` again, to get the seed's unique e-mail"
+    )
 
 
 def drop_all(engine: Any) -> None:

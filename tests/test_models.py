@@ -89,6 +89,31 @@ def test_null_is_kept_on_update_and_missing_required_column_is_an_error() -> Non
         olap.to_row(olap.CustomerOlap, make("customer", "delete", {"email": "x"}))
 
 
+@pytest.mark.parametrize(
+    ("hint", "outside", "inside"),
+    [("uint64", [-1, 2**64], [0, 2**64 - 1]), ("uint8", [-1, 256], [0, 255]),
+     ("int8", [-129, 128], [-128, 127]), ("int32", [-(2**31) - 1, 2**31], [-(2**31), 2**31 - 1])],
+)  # fmt: skip
+def test_an_integer_outside_its_clickhouse_type_is_refused_by_validation(
+    hint: str, outside: list[int], inside: list[int]
+) -> None:
+    """A value the column could never store (a negative id for UInt64) is a `validate` dead
+    letter, not a rejected INSERT with clickhouse-connect's traceback in the router's log."""
+
+    class Counts(olap.CdcOlapModelBase, olap.CdcFields):
+        __table__ = "counts"
+        id: Annotated[int, "uint64"]
+        n: Annotated[int, hint]
+
+    for value in inside:
+        assert olap.to_row(Counts, make("counts", "insert", {"id": 1, "n": value}))["n"] == value
+    for value in outside:
+        with pytest.raises(olap.OlapValidationError, match="^n: Input should be"):
+            olap.to_row(Counts, make("counts", "insert", {"id": 1, "n": value}))
+    with pytest.raises(olap.OlapValidationError, match="^id: Input should be greater than"):
+        olap.to_row(Counts, make("counts", "insert", {"id": -5, "n": 0}))
+
+
 def test_timestamps_are_stored_as_utc() -> None:
     item = {"id": 1, "orderId": 2, "productId": 3, "quantity": 1, "price": "9.99",
             "createdAt": "2026-05-01T12:00:00+02:00"}  # fmt: skip

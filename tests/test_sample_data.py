@@ -86,3 +86,21 @@ def test_rows_deleted_or_truncated_by_hand_come_back(engine: Any, mess: str) -> 
     counts = {name: run(engine, f'SELECT count(*) FROM "{name}"')[0][0] for name in SAMPLE}
     assert counts == SAMPLE
     assert orphans(engine) == 0
+
+
+def test_an_older_lab_gets_the_unique_email_unless_it_already_repeats_one(engine: Any) -> None:
+    """Tables of an older kit had no unique e-mail; `up` (and create_all) add the index, but
+    never delete a learner's rows: with repeats, they say which e-mails repeat instead."""
+    run(engine, "DROP INDEX ix_customer_email")  # as an older kit made the table
+    twice = "INSERT INTO customer (email, name, country, city) VALUES ('jane@example.com', " \
+            "'Jane Doe', 'USA', 'San Francisco')"  # fmt: skip
+    run(engine, twice)
+    run(engine, twice)  # the seed's walkthrough, run twice
+    with engine.begin() as conn:
+        assert oltp.make_email_unique(conn) == ["jane@example.com"]
+    assert "jane@example.com" in oltp.email_warning(["jane@example.com"])
+    run(engine, "DELETE FROM customer WHERE id = (SELECT max(id) FROM customer)")
+    with engine.begin() as conn:
+        assert oltp.make_email_unique(conn) == []
+    with pytest.raises(Exception, match="ix_customer_email"):
+        run(engine, twice)
