@@ -95,10 +95,16 @@ def mark_commit(
     every change up to `end_lsn` is in ClickHouse (it records that; capture then confirms).
     A snapshot, which has no commit of its own, passes only its consistent point as `end_lsn`.
     """
-    commit: dict[str, Any] = {"end_lsn": lsn_to_str(end_lsn), "last_in_txn": False}
-    if commit_lsn is not None:
-        commit["commit_lsn"] = lsn_to_str(commit_lsn)
-        commit["commit_ts"] = commit_ts.isoformat() if commit_ts else None
+    # The key order is part of the message's bytes (tests/unit/test_contract_golden.py).
+    if commit_lsn is None:
+        commit: dict[str, Any] = {"end_lsn": lsn_to_str(end_lsn), "last_in_txn": False}
+    else:
+        commit = {
+            "commit_lsn": lsn_to_str(commit_lsn),
+            "end_lsn": lsn_to_str(end_lsn),
+            "commit_ts": commit_ts.isoformat() if commit_ts else None,
+            "last_in_txn": False,
+        }
     for event in events:
         event.value["metadata"].update(commit)
         event.end_lsn = end_lsn

@@ -37,7 +37,8 @@ def change_events(
     out = []
     for m in recorded["messages"]:
         message = decoder.feed(bytes.fromhex(m["hex"]))
-        out.append((m, builder.feed(message, str_to_lsn(m["lsn"]) if lsn is None else lsn)))
+        at = str_to_lsn(m.get("lsn") or m["data_start"]) if lsn is None else lsn
+        out.append((m, builder.feed(message, at)))
     return out
 
 
