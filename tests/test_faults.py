@@ -189,14 +189,21 @@ def test_twenty_broker_restarts_leave_captures_files_and_threads_flat(fault_stac
         return process.num_fds(), process.num_threads()
 
     assert wait_until(lambda: in_state_after("streaming", 0), timeout=30)
-    before = counts()
+    before, capture_pid = counts(), capture.running_pid()
+    [(host, port, _)] = broker.ports()
     for _ in range(20):
         session, pid = sessions(), broker.running_pid()
         os.kill(pid, signal.SIGKILL)
         assert wait_until(lambda pid=pid: not process_alive(pid), timeout=10)
-        stack.up()
+        # The kernel frees the port a moment after the process is gone; an `up` that found it
+        # taken would move the whole lab to new ports.
+        assert wait_until(lambda: port_is_free(host, port), timeout=10)
+        # Only the broker: a full `up` would replace a capture still backing off (not yet
+        # streaming after 5 s), and the test must watch one capture process throughout.
+        stack.up(only=["broker"])
         again = wait_until(lambda session=session: in_state_after("streaming", session), 60)
         assert again, capture.log_tail(15)
+    assert capture.running_pid() == capture_pid, "capture itself must have survived"
     after = counts()
     assert after[0] <= before[0] + 4, f"open files: {before[0]} before, {after[0]} after"
     assert after[1] <= before[1] + 2, f"threads: {before[1]} before, {after[1]} after"
