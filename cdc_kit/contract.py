@@ -38,16 +38,32 @@ class EventParseError(CdcKitError, ValueError):
 
 
 # ---- building and serialising (capture, snapshot, tests) --------------------------------------
-@dataclass
+@dataclass(slots=True)
 class OutgoingEvent:
-    """One Kafka message: key, value (the contract as a dict) and the commit it belongs to."""
+    """One Kafka message: its key, and its value as JSON text in two parts.
+
+    The value is `{"metadata": {...}, "payload": {...}}`. The metadata ends with the commit
+    (`commit_lsn`, `end_lsn`, `commit_ts`, `last_in_txn`), which is known only when the
+    transaction commits, so `metadata` holds the JSON object without those fields and
+    `mark_commit` adds them. Text rather than dicts keeps capture fast and a large
+    transaction's events small while they wait for its commit.
+    """
 
     key: bytes
-    value: dict[str, Any]
+    metadata: str  # a JSON object, without the commit fields
+    payload: str  # a JSON object: the row
     end_lsn: int = 0
+    commit: str = ""  # ',"end_lsn":...,"last_in_txn":...' once marked
 
     def encode(self) -> bytes:
-        return encode_json(self.value)
+        """The message value, as the topic carries it."""
+        metadata = self.metadata[:-1] + self.commit + "}"
+        return f'{{"metadata":{metadata},"payload":{self.payload}}}'.encode()
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """The value as a dict, for reading (numerics and timestamps stay text, as on the topic)."""
+        return dict(json.loads(self.encode()))
 
 
 def message_key(table: str, payload: dict[str, Any], key_columns: list[str]) -> bytes:
@@ -67,6 +83,7 @@ def build_event(
 
     LSNs may be given as integers (`lsn`, `commit_lsn`, `end_lsn`): they are written "X/Y".
     The key is `<table>:<primary key>` (`<table>:*` for a truncate, which affects every row).
+    (Capture's stream writes the same JSON from pgoutput's text directly: capture/row_json.py.)
     """
     lsn_text = lsn if isinstance(lsn, str) else lsn_to_str(lsn)
     for name in LSN_FIELDS:
@@ -76,11 +93,8 @@ def build_event(
         key = f"{table}:*".encode()
     else:
         key = message_key(table, payload, key_columns or ["id"])
-    value = {
-        "metadata": {"table": table, "operation": operation, "lsn": lsn_text, **metadata},
-        "payload": payload,
-    }
-    return OutgoingEvent(key=key, value=value)
+    head = {"table": table, "operation": operation, "lsn": lsn_text, **metadata}
+    return OutgoingEvent(key=key, metadata=json_text(head), payload=json_text(payload))
 
 
 def mark_commit(
@@ -97,19 +111,19 @@ def mark_commit(
     """
     # The key order is part of the message's bytes (tests/unit/test_contract_golden.py).
     if commit_lsn is None:
-        commit: dict[str, Any] = {"end_lsn": lsn_to_str(end_lsn), "last_in_txn": False}
+        commit: dict[str, Any] = {"end_lsn": lsn_to_str(end_lsn)}
     else:
         commit = {
             "commit_lsn": lsn_to_str(commit_lsn),
             "end_lsn": lsn_to_str(end_lsn),
             "commit_ts": commit_ts.isoformat() if commit_ts else None,
-            "last_in_txn": False,
         }
+    fields = "," + json_text(commit)[1:-1]  # the same fields for every event of the commit
     for event in events:
-        event.value["metadata"].update(commit)
+        event.commit = fields + ',"last_in_txn":false'
         event.end_lsn = end_lsn
     if events:
-        events[-1].value["metadata"]["last_in_txn"] = True
+        events[-1].commit = fields + ',"last_in_txn":true'
 
 
 def _json_default(value: Any) -> Any:
@@ -124,11 +138,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def encode_json(value: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON; Decimals as strings so no money is rounded through a float."""
-    return json.dumps(
-        value, default=_json_default, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+#: Compact, UTF-8 as it is (no \u escapes), Decimals as strings: the contract's JSON.
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_text(value: Any) -> str:
+    """A value as the contract's JSON text; Decimals as strings so no money is rounded."""
+    return _ENCODER.encode(value)
 
 
 # ---- parsing (router): the contract as msgspec structs ----------------------------------------

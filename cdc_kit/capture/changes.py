@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from cdc_kit import pgoutput
+from cdc_kit.capture.row_json import RowWriter
 from cdc_kit.contract import OutgoingEvent, build_event, mark_commit
 
 
@@ -50,6 +51,7 @@ class ChangeEventBuilder:
         self.decoder = decoder
         self._primary_key = primary_key or _identity_columns
         self._keys: dict[int, list[str]] = {}
+        self._writers: dict[int, RowWriter] = {}  # relid -> JSON writer of its current layout
         self._current: _Transaction | None = None  # a normal (not streamed) transaction
         self._streams: dict[int, _Transaction] = {}  # streamed transactions by top-level xid
         self._stream_xid: int | None = None
@@ -118,90 +120,77 @@ class ChangeEventBuilder:
 
     # ---- schema ---------------------------------------------------------------------
     def _on_relation(self, message: pgoutput.Relation, lsn: int) -> None:
-        self._keys[message.relid] = self._primary_key(message)  # refreshed after every DDL
+        # Refreshed after every DDL: the key, then the writer that follows the new layout.
+        self._keys[message.relid] = self._primary_key(message)
+        self._writers.pop(message.relid, None)
 
     def key_columns(self, relation: pgoutput.Relation) -> list[str]:
         if relation.relid not in self._keys:
             self._keys[relation.relid] = self._primary_key(relation)
         return self._keys[relation.relid]
 
+    def _writer(self, relid: int) -> RowWriter:
+        """The JSON writer of the table's current layout (made at its first change)."""
+        writer = self._writers.get(relid)
+        if writer is None:
+            relation = self.decoder.relation(relid)
+            writer = RowWriter(relation, self.decoder.converters, self.key_columns(relation))
+            self._writers[relid] = writer
+        return writer
+
     # ---- row changes ------------------------------------------------------------------
-    def _target(self, xid: int | None) -> _Transaction | None:
+    def _target(self) -> _Transaction | None:
         if self._stream_xid is not None:
             return self._streams.get(self._stream_xid)
         return self._current
 
     def _add(self, message: Any, events: list[OutgoingEvent]) -> None:
-        txn = self._target(getattr(message, "xid", None))
+        txn = self._target()
         if txn is None:
             raise pgoutput.PgOutputDecodeError(f"{type(message).__name__} outside a transaction")
-        sub = getattr(message, "xid", None)
-        txn.events.extend((sub, event) for event in events)
+        txn.events.extend((message.xid, event) for event in events)
+
+    def _xid(self) -> int | None:
+        """The (top-level) transaction's xid, which every event's metadata carries."""
+        txn = self._target()
+        return txn.xid if txn else None
 
     def _on_insert(self, message: pgoutput.Insert, lsn: int) -> None:
-        relation = self.decoder.relation(message.relid)
-        row = self.decoder.row(message.relid, message.new)
-        self._add(message, [self._event(relation, "insert", row, lsn)])
+        writer = self._writer(message.relid)
+        self._add(message, [writer.event("insert", message.new, lsn, self._xid())])
 
     def _on_update(self, message: pgoutput.Update, lsn: int) -> None:
-        relation = self.decoder.relation(message.relid)
-        new = self.decoder.row(message.relid, message.new)
-        old = self.decoder.row(message.relid, message.old) if message.old is not None else None
+        writer, xid = self._writer(message.relid), self._xid()
+        new, old = message.new, message.old
         events = []
-        keys = self.key_columns(relation)
-        if old is not None and any(old.get(k) != new.get(k) for k in keys):
+        if old is not None and writer.key_values(old) != writer.key_values(new):
             # The primary key changed: the old key's row must die in the warehouse too.
-            events.append(self._event(relation, "delete", self._delete_payload(relation, old), lsn))
-        unchanged = [name for name, value in new.items() if value is pgoutput.UNCHANGED_TOAST]
-        if unchanged and old is not None and message.old_kind == "O":
-            for name in unchanged:
-                new[name] = old[name]  # REPLICA IDENTITY FULL sent the old value
-            unchanged = [name for name in unchanged if new[name] is pgoutput.UNCHANGED_TOAST]
-        for name in unchanged:
-            del new[name]
-        event = self._event(relation, "update", new, lsn)
-        if unchanged:
-            event.value["metadata"]["unchanged_toast"] = unchanged
-        events.append(event)
+            events.append(writer.event("delete", old, lsn, xid, toast_as_null=True))
+        if old is not None and message.old_kind == "O":
+            # REPLICA IDENTITY FULL sent the old row: it holds the TOAST values the update
+            # left unchanged and therefore did not send.
+            new = tuple(
+                was if now is pgoutput.UNCHANGED_TOAST else now
+                for now, was in zip(new, old, strict=False)
+            )
+        # What is still unchanged TOAST is left out and named in `unchanged_toast`.
+        events.append(writer.event("update", new, lsn, xid))
         self._add(message, events)
 
     def _on_delete(self, message: pgoutput.Delete, lsn: int) -> None:
-        relation = self.decoder.relation(message.relid)
-        old = self.decoder.row(message.relid, message.old)
-        self._add(
-            message, [self._event(relation, "delete", self._delete_payload(relation, old), lsn)]
-        )
+        # Every column is present: what the old tuple did not carry is null.
+        writer = self._writer(message.relid)
+        self._add(message, [writer.event("delete", message.old, lsn, self._xid(), True)])
 
     def _on_truncate(self, message: pgoutput.Truncate, lsn: int) -> None:
         events = [
-            self._event(self.decoder.relations[relid], "truncate", {}, lsn)
-            for relid in message.relids
-            if relid in self.decoder.relations
+            build_event(
+                relation.name, "truncate", {}, lsn, schema=relation.namespace, xid=self._xid()
+            )
+            for relation in map(self.decoder.relations.get, message.relids)
+            if relation is not None
         ]
         self._add(message, events)
-
-    # ---- helpers ---------------------------------------------------------------------
-    @staticmethod
-    def _delete_payload(relation: pgoutput.Relation, old: dict[str, Any]) -> dict[str, Any]:
-        """Every column present; what the old tuple did not carry (or left as TOAST) is null."""
-        return {
-            col.name: None if old.get(col.name) is pgoutput.UNCHANGED_TOAST else old.get(col.name)
-            for col in relation.columns
-        }
-
-    def _event(
-        self, relation: pgoutput.Relation, operation: str, payload: dict[str, Any], lsn: int
-    ) -> OutgoingEvent:
-        txn = self._target(None)
-        return build_event(
-            relation.name,
-            operation,
-            payload,
-            lsn,
-            key_columns=self.key_columns(relation),
-            schema=relation.namespace,
-            xid=txn.xid if txn else None,
-        )
 
 
 def _identity_columns(relation: pgoutput.Relation) -> list[str]:

@@ -1,0 +1,209 @@
+"""pgoutput rows straight to the contract's JSON: capture's hot path, one row change at a time.
+
+The plain way to publish a row is to convert each column's text to a Python value
+(`pgoutput.Decoder.row`) and serialise the dict with `json.dumps`. That costs most of capture's
+time per row, and most of it is wasted: PostgreSQL's text for an integer already is JSON.
+
+A `RowWriter` is made once per table layout (each Relation message). For every column it holds
+a writer from PostgreSQL's text to JSON text, chosen by the column's converter:
+
+    int             the text, checked                 '42'
+    float           Python's repr; NaN and infinities as json.dumps writes them
+    Decimal         the exact text, quoted            '"12.50"'
+    bool            true / false
+    no converter    a JSON string                     '"Jane"'  (text, varchar, uuid, ...)
+    anything else   json.dumps(converter(text))       dates, timestamps, json, bytea, your own
+
+Each writer returns exactly what `json.dumps(converter(text))` returns, only sooner; the
+golden tests (tests/unit/test_contract_golden.py) and tests/unit/test_row_json.py compare them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from json.encoder import encode_basestring
+from typing import Any, NoReturn
+
+from cdc_kit import pgoutput
+from cdc_kit.contract import OutgoingEvent, json_text
+from cdc_kit.lsn import lsn_to_str
+
+#: PostgreSQL text -> JSON text for one column.
+ValueWriter = Callable[[str], str]
+
+
+def _int_json(text: str) -> str:
+    return str(int(text))
+
+
+def _float_json(text: str) -> str:
+    number = float(text)
+    if math.isfinite(number):
+        return repr(number)
+    return "NaN" if number != number else ("Infinity" if number > 0 else "-Infinity")
+
+
+def _decimal_json(text: str) -> str:
+    return '"' + str(Decimal(text)) + '"'  # digits, '.', '-', E, NaN, Infinity: nothing to escape
+
+
+def _bool_json(text: str) -> str:
+    return "true" if pgoutput.DEFAULT_CONVERTERS[16](text) else "false"
+
+
+def _temporal_writer(convert: pgoutput.Converter) -> ValueWriter:
+    """Dates, times and timestamps: isoformat, as json.dumps's default writes them. (A value
+    Python cannot hold, such as 'infinity', stays PostgreSQL's text.)"""
+
+    def write(text: str) -> str:
+        value = convert(text)
+        if value.__class__ is str:
+            return encode_basestring(value)
+        return '"' + value.isoformat() + '"'  # digits, '-', ':', '.', 'T', '+': no escapes
+
+    return write
+
+
+_DEFAULT = pgoutput.DEFAULT_CONVERTERS
+#: The converters whose JSON can be written without the general encoder.
+_FAST_WRITERS: dict[Any, ValueWriter] = {
+    int: _int_json,
+    float: _float_json,
+    Decimal: _decimal_json,
+    _DEFAULT[16]: _bool_json,  # bool
+    **{_DEFAULT[oid]: _temporal_writer(_DEFAULT[oid]) for oid in (1082, 1083, 1114, 1184)},
+}
+
+
+def value_writer(converter: pgoutput.Converter | None) -> ValueWriter:
+    """The writer for a column with this converter (None: the value stays text)."""
+    if converter is None:
+        return encode_basestring  # json.dumps's own string writer (ensure_ascii=False)
+    fast = _FAST_WRITERS.get(converter)
+    if fast is not None:
+        return fast
+    return lambda text: json_text(converter(text))
+
+
+class RowWriter:
+    """One table layout's rows as the contract's JSON: payload, metadata and message key."""
+
+    def __init__(
+        self,
+        relation: pgoutput.Relation,
+        converters: Mapping[int, pgoutput.Converter],
+        key_columns: Iterable[str],
+    ) -> None:
+        self.relation = relation
+        self.table = relation.name
+        columns = relation.columns
+        self._converters = converters
+        self._names = tuple(column.name for column in columns)
+        self._fields = tuple(encode_basestring(name) + ":" for name in self._names)
+        self._writers = tuple(value_writer(converters.get(column.type_oid)) for column in columns)
+        positions = {column.name: index for index, column in enumerate(columns)}
+        # (position, converter) per key column; position None: the layout has no such column.
+        self._key_plan = tuple(
+            (index, None if index is None else converters.get(columns[index].type_oid))
+            for index in map(positions.get, key_columns)
+        )
+        # The metadata's fixed parts, in the contract's key order: table, operation, lsn,
+        # schema, xid (and unchanged_toast when there is one).
+        self._heads = {
+            operation: f'{{"table":{encode_basestring(self.table)},'
+            f'"operation":"{operation}","lsn":"'
+            for operation in ("insert", "update", "delete")
+        }
+        self._schema = f'","schema":{encode_basestring(relation.namespace)},"xid":'
+
+    # ---- the three parts of an event ----------------------------------------------------
+    def payload(self, values: pgoutput.TupleData, toast_as_null: bool) -> tuple[str, list[str]]:
+        """The row as a JSON object, and the columns left out as unchanged TOAST.
+
+        `toast_as_null`: a delete's row names every column, null where PostgreSQL sent no
+        value; an update's row leaves such a column out (its value is not known here).
+        """
+        if len(values) != len(self._writers):
+            raise self._wrong_width(values)
+        parts = []
+        unchanged = []
+        rows = zip(self._fields, self._writers, values, strict=True)
+        try:
+            for field, write, value in rows:
+                if value.__class__ is str:
+                    parts.append(field + write(value))
+                elif value is None:
+                    parts.append(field + "null")
+                elif value is pgoutput.UNCHANGED_TOAST:
+                    if toast_as_null:
+                        parts.append(field + "null")
+                    else:
+                        unchanged.append(self._names[self._fields.index(field)])
+                else:  # bytes: a binary-format value
+                    parts.append(field + json_text(value))
+        except (ValueError, KeyError, ArithmeticError):
+            self._conversion_failed(values)
+        return "{" + ",".join(parts) + "}", unchanged
+
+    def metadata(
+        self, operation: str, lsn: int, xid: int | None, unchanged_toast: list[str]
+    ) -> str:
+        """The metadata object without its commit fields (`contract.mark_commit` adds them)."""
+        head = self._heads[operation] + lsn_to_str(lsn) + self._schema
+        head += "null" if xid is None else str(xid)
+        if unchanged_toast:
+            head += ',"unchanged_toast":' + json_text(unchanged_toast)
+        return head + "}"
+
+    def key_values(self, values: pgoutput.TupleData) -> tuple[Any, ...]:
+        """The primary key's Python values (None for a key column the tuple lacks, or whose
+        unchanged TOAST value PostgreSQL did not send)."""
+        if len(values) != len(self._writers):
+            raise self._wrong_width(values)
+        try:
+            return tuple([_converted(convert, values, index) for index, convert in self._key_plan])
+        except (ValueError, KeyError, ArithmeticError):
+            self._conversion_failed(values)
+
+    def event(
+        self,
+        operation: str,
+        values: pgoutput.TupleData,
+        lsn: int,
+        xid: int | None,
+        toast_as_null: bool = False,
+    ) -> OutgoingEvent:
+        """One change event of this table: key `<table>:<pk>`, metadata and payload."""
+        payload, unchanged = self.payload(values, toast_as_null)
+        key = self.table + ":" + ":".join(str(value) for value in self.key_values(values))
+        return OutgoingEvent(
+            key=key.encode(),
+            metadata=self.metadata(operation, lsn, xid, unchanged),
+            payload=payload,
+        )
+
+    # ---- errors: the same words as the decoder's ------------------------------------------
+    def _wrong_width(self, values: pgoutput.TupleData) -> pgoutput.PgOutputDecodeError:
+        relation = self.relation
+        return pgoutput.PgOutputDecodeError(
+            f"tuple has {len(values)} columns, relation {relation.namespace}.{relation.name} "
+            f"has {len(self._writers)}: is the Relation for relid {relation.relid} out of date?"
+        )
+
+    def _conversion_failed(self, values: pgoutput.TupleData) -> NoReturn:
+        """Raise the decoder's error, which names the column and the text that did not convert."""
+        pgoutput.row_to_dict(self.relation, values, self._converters)
+        raise pgoutput.PgOutputDecodeError(  # the slow path converted it: a writer is wrong
+            f"{self.relation.namespace}.{self.relation.name}: a value did not convert"
+        )
+
+
+def _converted(
+    convert: pgoutput.Converter | None, values: pgoutput.TupleData, index: int | None
+) -> Any:
+    value = None if index is None else values[index]
+    if value is pgoutput.UNCHANGED_TOAST:
+        return None
+    return convert(value) if convert is not None and value.__class__ is str else value
