@@ -21,6 +21,7 @@ golden tests (tests/unit/test_contract_golden.py) and tests/unit/test_row_json.p
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from json.encoder import encode_basestring
@@ -66,6 +67,31 @@ def _temporal_writer(convert: pgoutput.Converter) -> ValueWriter:
     return write
 
 
+#: A timestamp as PostgreSQL writes it (DateStyle ISO), in UTC when the zone is there.
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?")
+_TIMESTAMP_UTC = re.compile(_TIMESTAMP.pattern + r"\+00")
+
+
+def _timestamp_writer(
+    pattern: re.Pattern[str], zone: str, convert: pgoutput.Converter
+) -> ValueWriter:
+    """Timestamps without a datetime, as isoformat writes them:
+    '2026-01-02 03:04:05.5+00' -> "2026-01-02T03:04:05.500000+00:00". Capture asks for
+    TimeZone=UTC, so timestamptz text arrives in UTC; any other text takes the long way."""
+    slow = _temporal_writer(convert)
+
+    def write(text: str) -> str:
+        match = pattern.fullmatch(text)
+        if match is None:
+            return slow(text)
+        day, clock, fraction = match.groups()
+        if fraction and fraction.strip("0"):
+            clock += "." + fraction.ljust(6, "0")
+        return f'"{day}T{clock}{zone}"'
+
+    return write
+
+
 _DEFAULT = pgoutput.DEFAULT_CONVERTERS
 #: The converters whose JSON can be written without the general encoder.
 _FAST_WRITERS: dict[Any, ValueWriter] = {
@@ -73,7 +99,10 @@ _FAST_WRITERS: dict[Any, ValueWriter] = {
     float: _float_json,
     Decimal: _decimal_json,
     _DEFAULT[16]: _bool_json,  # bool
-    **{_DEFAULT[oid]: _temporal_writer(_DEFAULT[oid]) for oid in (1082, 1083, 1114, 1184)},
+    _DEFAULT[1082]: _temporal_writer(_DEFAULT[1082]),  # date
+    _DEFAULT[1083]: _temporal_writer(_DEFAULT[1083]),  # time
+    _DEFAULT[1114]: _timestamp_writer(_TIMESTAMP, "", _DEFAULT[1114]),
+    _DEFAULT[1184]: _timestamp_writer(_TIMESTAMP_UTC, "+00:00", _DEFAULT[1184]),
 }
 
 

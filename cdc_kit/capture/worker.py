@@ -163,8 +163,12 @@ class Capture:
             if s.confirm_after == "router":
                 warehouse = clients.clickhouse(s, database="default")
                 opened.callback(_close_quietly, warehouse)
+            # TimeZone=UTC: timestamptz values then arrive in UTC, as the contract sends them,
+            # and are written without a round trip through datetime (capture/row_json.py).
             repl = clients.pg_connection(
-                s, connection_factory=psycopg2.extras.LogicalReplicationConnection
+                s,
+                connection_factory=psycopg2.extras.LogicalReplicationConnection,
+                options="-c TimeZone=UTC",
             )
             opened.callback(_close_quietly, repl)
             cursor = repl.cursor()

@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ class GroupLease:
         self.group = group
         self.hands_over = hands_over
         self._file: Any = None
+        #: Written into the lock file at each acquire: finding it there again means that no
+        #: other router held the group since this one last gave it back.
+        self._token = uuid.uuid4().hex
+        self.undisturbed = False
 
     @property
     def held(self) -> bool:
@@ -62,8 +67,11 @@ class GroupLease:
             handle.close()
             raise
         handle.seek(0)
+        previous = _parse_json(handle.read())
+        self.undisturbed = previous is not None and previous.get("token") == self._token
+        handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({**_me(), "hands_over": self.hands_over}))
+        handle.write(json.dumps({**_me(), "hands_over": self.hands_over, "token": self._token}))
         handle.flush()
         self._file = handle
 
@@ -156,9 +164,17 @@ def _me() -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        found = json.loads(path.read_text())
+        return _parse_json(path.read_text())
+    except OSError:
+        return None
+
+
+def _parse_json(text: str) -> dict[str, Any] | None:
+    """What a router wrote about itself, or None (empty, half-written or not ours)."""
+    try:
+        found = json.loads(text)
         int(found["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
     return found if isinstance(found, dict) else None
 

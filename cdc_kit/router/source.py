@@ -13,6 +13,7 @@ tested without services (tests/unit).
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,7 +38,7 @@ class Source(Protocol):
         """Take the group, positioned at its committed offset (or refuse in one line)."""
 
     def give_back(self) -> None:
-        """Give the group back; the position is forgotten (it would go stale)."""
+        """Give the group back. The next `take()` starts at the committed offset again."""
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         """The next records, waiting up to `timeout_ms` for the first one."""
@@ -69,6 +70,10 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+#: How long a consumer given back stays open for the same router's next turn.
+KEEP_CONSUMER_S = 2.0
+
+
 class KafkaSource:
     """The change topic in Kafka (librdkafka), partition 0, for one consumer group."""
 
@@ -78,26 +83,55 @@ class KafkaSource:
         self.topic = settings.cdc_topic
         self.lease = GroupLease(settings.home, group, hands_over=hands_over)
         self._consumer: Any = None
+        self._consumer_lock = threading.Lock()  # take/give back vs. the idle close
+        self._idle_close: threading.Timer | None = None
         self._admin: Any = None
         self._cluster_id: str | None = None
+        # Offsets after the last record read and after the last commit (None: none since
+        # the consumer was opened at the committed offset).
+        self._read_up_to: int | None = None
+        self._committed_up_to: int | None = None
 
     @property
     def held(self) -> bool:
         return self.lease.held
 
     def take(self) -> None:
-        if self._admin is None:
-            self._admin = clients.kafka_admin(self.settings)
-        self.lease.acquire()
-        try:
-            self._open_consumer()
-        except BaseException:
-            self.lease.release()
-            raise
+        with self._consumer_lock:
+            self._cancel_idle_close()
+            if self._admin is None:
+                self._admin = clients.kafka_admin(self.settings)
+            self.lease.acquire()
+            try:
+                if self._consumer is None or not self.lease.undisturbed:
+                    self._open_consumer()  # else: nobody read since, still at the commit
+            except BaseException:
+                self.lease.release()
+                raise
 
     def give_back(self) -> None:
-        self._drop_consumer()
-        self.lease.release()
+        """Give the group back. Opening a consumer costs tens of milliseconds, too much for
+        every `step()` of a loop, so one whose position is the committed offset stays open
+        for KEEP_CONSUMER_S: this router's next turn uses it if no other router read in
+        between. An idle router then closes it, and holds nothing."""
+        with self._consumer_lock:
+            if self._consumer is not None and self._read_up_to in (None, self._committed_up_to):
+                self._idle_close = threading.Timer(KEEP_CONSUMER_S, self._close_if_idle)
+                self._idle_close.daemon = True
+                self._idle_close.start()
+            else:
+                self._drop_consumer()
+            self.lease.release()
+
+    def _close_if_idle(self) -> None:
+        with self._consumer_lock:
+            if not self.lease.held:
+                self._drop_consumer()
+
+    def _cancel_idle_close(self) -> None:
+        if self._idle_close is not None:
+            self._idle_close.cancel()
+            self._idle_close = None
 
     def _open_consumer(self) -> None:
         """A fresh consumer at the group's committed offset (the start, if none)."""
@@ -116,6 +150,7 @@ class KafkaSource:
             raise
         self._cluster_id = cluster
         self._consumer = consumer
+        self._read_up_to = self._committed_up_to = None
 
     def _drop_consumer(self) -> None:
         if self._consumer is not None:
@@ -144,6 +179,7 @@ class KafkaSource:
                     message.value(),
                 )
             )
+        self._read_up_to = records[-1].offset + 1
         return records
 
     def restarted(self) -> bool:
@@ -162,6 +198,7 @@ class KafkaSource:
     def rewind(self, offset: int) -> None:
         try:
             self._consumer.seek(TopicPartition(self.topic, 0, offset))
+            self._read_up_to = offset
         except KafkaException:
             self._drop_consumer()  # a fresh consumer starts at the committed offset
 
@@ -172,6 +209,7 @@ class KafkaSource:
         self._consumer.commit(
             offsets=[TopicPartition(self.topic, 0, next_offset)], asynchronous=False
         )
+        self._committed_up_to = next_offset
 
     def lag(self) -> int | None:
         """From the last fetch's high watermark: Tansu's 'latest offset' answer is wrong."""
@@ -192,6 +230,9 @@ class KafkaSource:
 
     def close(self) -> None:
         self.give_back()
+        with self._consumer_lock:
+            self._cancel_idle_close()
+            self._drop_consumer()
         if self._admin is not None:
             self._admin.close()
             self._admin = None
