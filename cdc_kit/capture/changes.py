@@ -144,28 +144,26 @@ class ChangeEventBuilder:
             return self._streams.get(self._stream_xid)
         return self._current
 
-    def _add(self, message: Any, events: list[OutgoingEvent]) -> None:
+    def _transaction_of(self, message: Any) -> _Transaction:
+        """The open transaction a row change belongs to (its events wait there for the commit)."""
         txn = self._target()
         if txn is None:
             raise pgoutput.PgOutputDecodeError(f"{type(message).__name__} outside a transaction")
-        txn.events.extend((message.xid, event) for event in events)
-
-    def _xid(self) -> int | None:
-        """The (top-level) transaction's xid, which every event's metadata carries."""
-        txn = self._target()
-        return txn.xid if txn else None
+        return txn
 
     def _on_insert(self, message: pgoutput.Insert, lsn: int) -> None:
-        writer = self._writer(message.relid)
-        self._add(message, [writer.event("insert", message.new, lsn, self._xid())])
+        txn = self._transaction_of(message)
+        writer = self._writers.get(message.relid) or self._writer(message.relid)
+        txn.events.append((message.xid, writer.event("insert", message.new, lsn, txn.xid)))
 
     def _on_update(self, message: pgoutput.Update, lsn: int) -> None:
-        writer, xid = self._writer(message.relid), self._xid()
+        txn = self._transaction_of(message)
+        writer = self._writer(message.relid)
         new, old = message.new, message.old
-        events = []
         if old is not None and writer.key_values(old) != writer.key_values(new):
             # The primary key changed: the old key's row must die in the warehouse too.
-            events.append(writer.event("delete", old, lsn, xid, toast_as_null=True))
+            delete = writer.event("delete", old, lsn, txn.xid, toast_as_null=True)
+            txn.events.append((message.xid, delete))
         if old is not None and message.old_kind == "O":
             # REPLICA IDENTITY FULL sent the old row: it holds the TOAST values the update
             # left unchanged and therefore did not send.
@@ -174,23 +172,23 @@ class ChangeEventBuilder:
                 for now, was in zip(new, old, strict=False)
             )
         # What is still unchanged TOAST is left out and named in `unchanged_toast`.
-        events.append(writer.event("update", new, lsn, xid))
-        self._add(message, events)
+        txn.events.append((message.xid, writer.event("update", new, lsn, txn.xid)))
 
     def _on_delete(self, message: pgoutput.Delete, lsn: int) -> None:
         # Every column is present: what the old tuple did not carry is null.
+        txn = self._transaction_of(message)
         writer = self._writer(message.relid)
-        self._add(message, [writer.event("delete", message.old, lsn, self._xid(), True)])
+        delete = writer.event("delete", message.old, lsn, txn.xid, toast_as_null=True)
+        txn.events.append((message.xid, delete))
 
     def _on_truncate(self, message: pgoutput.Truncate, lsn: int) -> None:
-        events = [
-            build_event(
-                relation.name, "truncate", {}, lsn, schema=relation.namespace, xid=self._xid()
-            )
-            for relation in map(self.decoder.relations.get, message.relids)
-            if relation is not None
-        ]
-        self._add(message, events)
+        txn = self._transaction_of(message)
+        for relation in map(self.decoder.relations.get, message.relids):
+            if relation is not None:
+                truncate = build_event(
+                    relation.name, "truncate", {}, lsn, schema=relation.namespace, xid=txn.xid
+                )
+                txn.events.append((message.xid, truncate))
 
 
 def _identity_columns(relation: pgoutput.Relation) -> list[str]:
