@@ -33,5 +33,5 @@ def test_an_admin_client_that_cannot_connect_leaves_no_thread_or_descriptor() ->
     finally:
         logging.disable(logging.NOTSET)
     assert failures == 3, "nothing listens there: every try must fail"
-    assert threading.active_count() == threads
+    assert threading.active_count() <= threads  # (earlier tests' threads may end meanwhile)
     assert len(os.listdir("/proc/self/fd")) <= descriptors
