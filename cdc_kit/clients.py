@@ -112,6 +112,14 @@ def cluster_id(admin: Any) -> str:
     return str(admin.describe_cluster().get("cluster_id"))
 
 
+def topic_partitions(admin: Any, topic: str) -> list[int] | None:
+    """The partition numbers of `topic`, or None when the broker does not have it."""
+    for described in admin.describe_topics([topic]):
+        if described.get("name") == topic and not described.get("error_code"):
+            return sorted(p["partition_index"] for p in described.get("partitions", []))
+    return None
+
+
 def clickhouse(settings: Settings, **kwargs: Any) -> Any:
     """A clickhouse-connect client for the warehouse database (`local` by default).
 

@@ -40,17 +40,19 @@ class _Transaction:
 class TransactionProducer:
     """Produce transactions in order; `acked_lsn` is the end LSN of the last fully acked one."""
 
-    def __init__(self, settings: Settings, client_id: str = "cdc-kit-capture") -> None:
+    def __init__(
+        self, settings: Settings, partitions: list[int] | None, client_id: str = "cdc-kit-capture"
+    ) -> None:
+        """`partitions`: the topic's, as the admin client found them (None: no such topic).
+        Asked of the admin client, which is connected already: librdkafka's own metadata
+        request costs ~50 ms of every session's start."""
         topic = settings.cdc_topic
+        if not partitions:
+            raise DeliveryError(f"topic {topic!r} does not exist (yet); it is created at `up`")
         self.topic = topic
         self._producer = clients.rdkafka_producer(settings, **{"client.id": client_id})
-        metadata = self._producer.list_topics(topic, timeout=10)
-        described = metadata.topics.get(topic)
-        if described is None or described.error is not None or not described.partitions:
-            raise DeliveryError(f"topic {topic!r} does not exist (yet); it is created at `up`")
-        partitions = described.partitions
         # One partition (embedded mode): pin it. More: the key `<table>:<pk>` picks one.
-        self._partition = 0 if list(partitions) == [0] else -1
+        self._partition = 0 if partitions == [0] else -1
         self._pending: deque[_Transaction] = deque()
         self.acked_lsn = 0
 

@@ -161,7 +161,7 @@ class Capture:
             admin = clients.kafka_admin(s, bootstrap_timeout_ms=2000)
             opened.callback(_close_quietly, admin)
             broker_id = clients.cluster_id(admin)
-            producer = TransactionProducer(s)
+            producer = TransactionProducer(s, clients.topic_partitions(admin, s.cdc_topic))
             opened.callback(_close_quietly, producer)
             warehouse = None
             if s.confirm_after == "router":
