@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install up down status reset demo bench lint api
+.PHONY: lab test smoke install up down status reset demo bench lint api
 
 # The venv is rebuilt only when the pins change.
 $(STAMP): requirements.txt pyproject.toml
@@ -24,6 +24,9 @@ test: install  ## lint and type-check, then every test (real services, every not
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+smoke:  ## the smoke on another Python, in a venv of its own: make smoke PY=python3.13
+	.ci/smoke $(PY)
 
 up: install
 	$(PY) -m cdc_kit up

@@ -1,5 +1,5 @@
 """Every lesson notebook runs against the real stack, three ways (and in docker mode, and on
-PostgreSQL 15: tests/test_docker_parity.py, tests/test_postgres15.py).
+PostgreSQL 15: tests/test_docker_parity.py).
 
 (a) the room: after the seed's API walkthrough and a Bulk, every unsolved lesson with Run All
     (each must stop at an exercise's check), then every solved copy, in order, with all those
