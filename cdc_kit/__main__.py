@@ -90,17 +90,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     """Shell variables for psql and curl: `eval "$(python -m cdc_kit env)"`."""
     s = get_stack().settings
-    values = {
+    scheme = "https" if s.clickhouse_secure else "http"
+    values: dict[str, object] = {
         "PGHOST": s.pg_host,
         "PGPORT": s.pg_port,
         "PGUSER": s.pg_user,
         "PGPASSWORD": s.pg_password,
         "PGDATABASE": s.pg_database,
-        "CLICKHOUSE_URL": f"http://{s.clickhouse_host}:{s.clickhouse_port}/",
+        "CLICKHOUSE_URL": f"{scheme}://{s.clickhouse_host}:{s.clickhouse_port}/",
         "CLICKHOUSE_USER": s.clickhouse_user,
         "CLICKHOUSE_PASSWORD": s.clickhouse_password,
         "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
     }
+    if s.pg_sslmode:
+        values["PGSSLMODE"] = s.pg_sslmode
+    if s.pg_sslrootcert:
+        values["PGSSLROOTCERT"] = s.pg_sslrootcert
     for name, value in values.items():
         print(f"export {name}={shlex.quote(str(value))}")
     return 0
@@ -160,8 +165,11 @@ def describe_settings_error(exc: ValidationError) -> str:
     """One line naming the environment variable that holds a bad value."""
     problems = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        value = error.get("input")
+        field = ".".join(str(part) for part in error["loc"])
+        if not field:  # a rule across settings names them; its input (all of them) stays unshown
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        value = "***" if "password" in field else error.get("input")
         problems.append(f"CDC_KIT_{field.upper()}={value!r}: {error['msg']}")
     return "invalid setting " + "; ".join(problems)
 

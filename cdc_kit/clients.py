@@ -10,7 +10,16 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import psycopg2
+
 from cdc_kit.config import Settings
+from cdc_kit.errors import TlsError, first_line
+from cdc_kit.tls import handshake_problem, split_address
+
+
+class PgTlsError(TlsError, psycopg2.OperationalError):
+    """PostgreSQL refused TLS: one line for the CLI, still a psycopg2 error for retry loops."""
+
 
 #: kafka-python producer settings that survive a restart of the memory-only broker quickly.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -40,30 +49,113 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def pg_connection(settings: Settings, **kwargs: Any) -> Any:
-    """A plain psycopg2 connection (raw SQL, replication queries)."""
-    import psycopg2
+def pg_ssl_options(settings: Settings) -> dict[str, str]:
+    """libpq's TLS parameters from the settings (none set: libpq's defaults, as before)."""
+    options: dict[str, str] = {}
+    if settings.pg_sslmode:
+        options["sslmode"] = settings.pg_sslmode
+    if settings.pg_sslrootcert:
+        options["sslrootcert"] = str(settings.pg_sslrootcert)
+    return options
 
-    return psycopg2.connect(str(settings.pg_dsn), **kwargs)
+
+def _is_tls_failure(message: str) -> bool:
+    return any(word in message for word in ("SSL", "certificate", "sslmode"))
+
+
+def pg_connection(settings: Settings, **kwargs: Any) -> Any:
+    """A plain psycopg2 connection (raw SQL, replication queries), with the TLS settings.
+
+    A refused certificate becomes one line (PgTlsError); other failures stay psycopg2's own.
+    """
+    try:
+        return psycopg2.connect(str(settings.pg_dsn), **{**pg_ssl_options(settings), **kwargs})
+    except psycopg2.OperationalError as exc:
+        if not _is_tls_failure(str(exc)):
+            raise
+        raise PgTlsError(
+            f"PostgreSQL TLS: {first_line(exc)} (CDC_KIT_PG_SSLMODE={settings.pg_sslmode}, "
+            f"CDC_KIT_PG_SSLROOTCERT={settings.pg_sslrootcert})"
+        ) from exc
 
 
 def pg_engine(settings: Settings, **kwargs: Any) -> Any:
-    """A SQLAlchemy engine, what SQLModel sessions use.
+    """A SQLAlchemy engine, what SQLModel sessions use, with the TLS settings.
 
     `pool_pre_ping` checks a pooled connection before use, so a restarted PostgreSQL does not
     hand out a dead connection.
     """
     from sqlmodel import create_engine
 
-    return create_engine(settings.pg_sqlalchemy_url, **{"pool_pre_ping": True, **kwargs})
+    connect_args = {**pg_ssl_options(settings), **kwargs.pop("connect_args", {})}
+    return create_engine(
+        settings.pg_sqlalchemy_url,
+        **{"pool_pre_ping": True, "connect_args": connect_args, **kwargs},
+    )
+
+
+def kafka_security(settings: Settings) -> dict[str, Any]:
+    """kafka-python's TLS/SASL options (nothing for PLAINTEXT, its default)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        # kafka-python names them "plain" but uses them for SCRAM as well.
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    if protocol.endswith("SSL") and settings.kafka_ssl_cafile:
+        options["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    return options
+
+
+def rdkafka_security(settings: Settings) -> dict[str, Any]:
+    """librdkafka's TLS/SASL properties (nothing for PLAINTEXT, its default)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security.protocol": protocol.lower()}
+    if protocol.startswith("SASL_"):
+        options["sasl.mechanisms"] = settings.kafka_sasl_mechanism
+        options["sasl.username"] = settings.kafka_sasl_username
+        options["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if protocol.endswith("SSL") and settings.kafka_ssl_cafile:
+        options["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    return options
+
+
+def kafka_tls_problem(settings: Settings) -> str | None:
+    """Why TLS to the first bootstrap broker fails (one line), or None (no TLS, or it works)."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    first = str(settings.kafka_bootstrap).split(",")[0]
+    host, port = split_address(first, 9092)
+    return handshake_problem(host, port, settings.kafka_ssl_cafile)
+
+
+def _kafka_python(settings: Settings, make: Any, *args: Any, **options: Any) -> Any:
+    """Build a kafka-python client; a failure that a TLS handshake explains becomes TlsError."""
+    from kafka.errors import KafkaError
+
+    try:
+        return make(*args, **options)
+    except KafkaError as exc:
+        problem = kafka_tls_problem(settings)
+        if problem is None:
+            raise
+        raise TlsError(f"broker: {problem} (CDC_KIT_KAFKA_SSL_CAFILE)") from exc
 
 
 def kafka_producer(settings: Settings, **kwargs: Any) -> Any:
     """A kafka-python producer with restart-safe settings (override any with kwargs)."""
     from kafka import KafkaProducer
 
-    return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, **{**PRODUCER_DEFAULTS, **kwargs}
+    return _kafka_python(
+        settings,
+        KafkaProducer,
+        bootstrap_servers=settings.kafka_bootstrap,
+        **{**PRODUCER_DEFAULTS, **kafka_security(settings), **kwargs},
     )
 
 
@@ -71,8 +163,12 @@ def kafka_consumer(settings: Settings, *topics: str, **kwargs: Any) -> Any:
     """A kafka-python consumer; pass topics to subscribe, or call `.assign()` yourself."""
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, **{**CONSUMER_DEFAULTS, **kwargs}
+    return _kafka_python(
+        settings,
+        KafkaConsumer,
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        **{**CONSUMER_DEFAULTS, **kafka_security(settings), **kwargs},
     )
 
 
@@ -89,11 +185,19 @@ def kafka_admin(settings: Settings, **kwargs: Any) -> Any:
     try:
         admin.__init__(
             bootstrap_servers=settings.kafka_bootstrap,
-            **{"request_timeout_ms": 5000, "bootstrap_timeout_ms": 5000, **kwargs},
+            **{
+                "request_timeout_ms": 5000,
+                "bootstrap_timeout_ms": 5000,
+                **kafka_security(settings),
+                **kwargs,
+            },
         )
-    except BaseException:
+    except BaseException as exc:
         _close_half_made(admin)
-        raise
+        problem = kafka_tls_problem(settings) if isinstance(exc, Exception) else None
+        if problem is None:
+            raise
+        raise TlsError(f"broker: {problem} (CDC_KIT_KAFKA_SSL_CAFILE)") from exc
     return admin
 
 
@@ -125,8 +229,10 @@ def clickhouse(settings: Settings, **kwargs: Any) -> Any:
 
     Without a server session one client may be shared by threads (a router thread and the
     notebook that watches it); clickhouse-connect refuses concurrent queries in one session.
+    HTTPS with `clickhouse_secure`; a refused certificate becomes one line (TlsError).
     """
     import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import OperationalError
 
     options: dict[str, Any] = {
         "autogenerate_session_id": False,
@@ -135,9 +241,22 @@ def clickhouse(settings: Settings, **kwargs: Any) -> Any:
         "username": settings.clickhouse_user,
         "password": settings.clickhouse_password,
         "database": settings.clickhouse_database,
+        "secure": settings.clickhouse_secure,
+        "verify": settings.clickhouse_verify,
+        **({"ca_cert": str(settings.clickhouse_ca_file)} if settings.clickhouse_ca_file else {}),
         **kwargs,
     }
-    return clickhouse_connect.get_client(**options)
+    try:
+        return clickhouse_connect.get_client(**options)
+    except OperationalError as exc:
+        if not options["secure"]:
+            raise
+        problem = handshake_problem(
+            str(options["host"]), int(options["port"]), options.get("ca_cert"), options["verify"]
+        )
+        if problem is None:
+            raise
+        raise TlsError(f"ClickHouse: {problem} (CDC_KIT_CLICKHOUSE_CA_FILE)") from exc
 
 
 # ---- librdkafka (confluent-kafka): the hot paths of capture and router --------------------------
@@ -183,7 +302,12 @@ def rdkafka_producer(settings: Settings, **overrides: Any) -> Any:
     from confluent_kafka import Producer
 
     return Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, **RDKAFKA_PRODUCER_DEFAULTS, **overrides}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            **RDKAFKA_PRODUCER_DEFAULTS,
+            **rdkafka_security(settings),
+            **overrides,
+        }
     )
 
 
@@ -196,6 +320,7 @@ def rdkafka_consumer(settings: Settings, group: str, **overrides: Any) -> Any:
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": group,
             **RDKAFKA_CONSUMER_DEFAULTS,
+            **rdkafka_security(settings),
             **overrides,
         }
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, PrivateAttr, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Ports of the two stacks. Embedded ones are unusual on purpose, so they rarely collide
@@ -80,10 +80,28 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("pg_run_as", "CDC_KIT_PG_RUN_AS", "PG_RUN_AS"),
     )
 
+    #: libpq's sslmode for every connection the kit opens (replication included). Unset: libpq's
+    #: own default (`prefer`, or $PGSSLMODE). Managed servers want `verify-full`.
+    pg_sslmode: (
+        Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None
+    ) = None
+    #: CA bundle that signed the server's certificate (verify-ca/verify-full).
+    pg_sslrootcert: Path | None = None
+
     # Kafka-protocol broker
     kafka_host: str = "127.0.0.1"
     kafka_port: int | None = None
     kafka_bootstrap: str | None = None
+    #: PLAINTEXT for the embedded broker and compose; SASL_SSL for Confluent and Redpanda Cloud.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: Used with SASL_*: PLAIN (Confluent Cloud API keys) or SCRAM (Redpanda Cloud users).
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    #: CA bundle for SSL/SASL_SSL; unset: the system's trusted CAs (enough for the clouds).
+    kafka_ssl_cafile: Path | None = None
+    #: Replicas of the topics the kit creates: 1 for a single broker, 3 on the clouds.
+    kafka_replication_factor: int = Field(default=1, ge=1)
 
     # ClickHouse (HTTP interface)
     clickhouse_host: str = "127.0.0.1"
@@ -91,6 +109,15 @@ class Settings(BaseSettings):
     clickhouse_user: str = "default"
     clickhouse_password: str = ""
     clickhouse_database: str = "local"
+    #: HTTPS instead of HTTP (ClickHouse Cloud: port 8443).
+    clickhouse_secure: bool = False
+    #: Check the server's certificate and name (only turn off to diagnose).
+    clickhouse_verify: bool = True
+    #: CA bundle for HTTPS; unset: the system's trusted CAs.
+    clickhouse_ca_file: Path | None = None
+    #: Certificate and key: the embedded endpoint then serves HTTPS instead of HTTP.
+    clickhouse_tls_cert: Path | None = None
+    clickhouse_tls_key: Path | None = None
 
     # CDC names
     cdc_topic: str = "sqlmodel_cdc_events"
@@ -106,6 +133,43 @@ class Settings(BaseSettings):
 
     #: Fields given explicitly (environment, .env, arguments): the rest is derived.
     _explicit: set[str] = PrivateAttr(default_factory=set)
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("pg_sslmode", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator(
+        "pg_sslrootcert", "kafka_ssl_cafile", "clickhouse_ca_file", "clickhouse_tls_cert",
+        "clickhouse_tls_key", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        """Settings that cannot work together fail at once, naming the variable to fix."""
+        if self.kafka_security_protocol.startswith("SASL_") and not self.kafka_sasl_username:
+            raise ValueError(
+                f"CDC_KIT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "CDC_KIT_KAFKA_SASL_USERNAME and CDC_KIT_KAFKA_SASL_PASSWORD"
+            )
+        for name in ("pg_sslrootcert", "kafka_ssl_cafile", "clickhouse_ca_file",
+                     "clickhouse_tls_cert", "clickhouse_tls_key"):  # fmt: skip
+            path = getattr(self, name)
+            if path is not None and not Path(path).expanduser().is_file():
+                raise ValueError(f"CDC_KIT_{name.upper()}={path}: no such file")
+        if (self.clickhouse_tls_cert is None) != (self.clickhouse_tls_key is None):
+            raise ValueError("set both CDC_KIT_CLICKHOUSE_TLS_CERT and CDC_KIT_CLICKHOUSE_TLS_KEY")
+        return self
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
@@ -196,6 +260,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment for a child process that must see exactly these settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CDC_KIT_")}
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):  # str() of a SecretStr is its mask
+            value = value.get_secret_value()
         if value is not None:
             env[f"CDC_KIT_{name.upper()}"] = str(value)
     return env

@@ -2,7 +2,8 @@
 
     CdcKitError                      the root
     ├── FixableError                 a person can fix it (a port, a path, a setting, a service
-    │   └── PortInUse                that is down); the CLI prints it as one line
+    │   ├── PortInUse                that is down); the CLI prints it as one line
+    │   └── TlsError                 a TLS handshake failed (CA, name, no TLS)
     ├── EventParseError, OlapValidationError, ModelError, PgOutputDecodeError   (also ValueError)
     ├── RoutingError, DeliveryError, BrokerRestarted, RequestError
     └── CheckFailed                  a lesson's exercise is not solved yet
@@ -26,3 +27,7 @@ def first_line(exc: BaseException) -> str:
 def one_line(exc: BaseException) -> str:
     """`TypeName: first line` — how services log an error that ended a session or batch."""
     return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+class TlsError(FixableError):
+    """A TLS handshake failed (wrong CA, wrong name, no TLS there): one line saying which."""

@@ -24,6 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import psycopg2.extensions
+
 from cdc_kit import clients
 from cdc_kit.config import Settings, get_settings
 from cdc_kit.errors import FixableError
@@ -39,6 +41,7 @@ from cdc_kit.services.process import (
     free_ports,
     tcp_answers,
 )
+from cdc_kit.tls import split_address
 
 
 @dataclass
@@ -121,9 +124,17 @@ class Stack:
     # ---- docker mode -------------------------------------------------------------------
     def _docker_status(self) -> list[ServiceStatus]:
         s = self.settings
+        # Where the clients really go: the DSN and the bootstrap list may name other servers
+        # than the host/port settings (a managed PostgreSQL, a cloud cluster).
+        pg = psycopg2.extensions.parse_dsn(str(s.pg_dsn))
+        if pg.get("host", "").startswith("/"):  # a socket folder: check the settings' address
+            pg = {}
+        pg_host = pg.get("host", s.pg_host).split(",")[0]
+        pg_port = int(str(pg.get("port", s.pg_port)).split(",")[0])
+        kafka_host, kafka_port = split_address(str(s.kafka_bootstrap).split(",")[0], 9092)
         checks = [
-            ("postgres", s.pg_host, int(s.pg_port or 0)),
-            ("broker", s.kafka_host, int(s.kafka_port or 0)),
+            ("postgres", pg_host, pg_port),
+            ("broker", kafka_host, kafka_port),
             ("clickhouse", s.clickhouse_host, int(s.clickhouse_port or 0)),
         ]
         return [

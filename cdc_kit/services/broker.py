@@ -15,9 +15,11 @@ import uuid
 import warnings
 from typing import Any
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from cdc_kit import clients
+from cdc_kit.config import Settings
 from cdc_kit.errors import FixableError
 from cdc_kit.services.process import ProcessService, tcp_answers
 
@@ -38,15 +40,32 @@ def find_broker_bin() -> str:
         raise FixableError(f"no Tansu broker binary for this platform: {exc}") from exc
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> list[str]:
-    """Create topics that do not exist yet (1 partition keeps commit order). Returns created."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+def create_topics(
+    target: Settings | str,
+    names: list[str],
+    partitions: int = 1,
+    replication_factor: int | None = None,
+) -> list[str]:
+    """Create topics that do not exist yet (1 partition keeps commit order). Returns created.
+
+    `target`: the settings (their TLS/SASL and `kafka_replication_factor` apply), or a bare
+    bootstrap address of a plaintext broker.
+    """
+    if isinstance(target, Settings):
+        settings = target
+    else:
+        settings = Settings(kafka_bootstrap=target, kafka_security_protocol="PLAINTEXT")
+        replication_factor = replication_factor or 1
+    if replication_factor is None:
+        replication_factor = settings.kafka_replication_factor
+    admin = clients.kafka_admin(settings, request_timeout_ms=10000)
     try:
         existing = set(admin.list_topics())
         missing = [name for name in names if name not in existing]
         if missing:
             topics = [
-                NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing
+                NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+                for name in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # made meanwhile: as good
                 admin.create_topics(topics)
@@ -99,10 +118,7 @@ class BrokerService(ProcessService):
 
     def after_start(self) -> None:
         try:
-            create_topics(
-                str(self.settings.kafka_bootstrap),
-                [self.settings.cdc_topic, self.settings.dlq_topic],
-            )
+            create_topics(self.settings, [self.settings.cdc_topic, self.settings.dlq_topic])
         except KafkaError as exc:
             raise FixableError(f"broker started but topics could not be created: {exc}") from exc
 

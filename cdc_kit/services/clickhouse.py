@@ -7,6 +7,7 @@ else uses the official clickhouse-connect client over the ClickHouse HTTP interf
 
 from __future__ import annotations
 
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -24,7 +25,8 @@ class ClickHouseService(ProcessService):
 
     @property
     def address(self) -> str:
-        return f"http://{self.settings.clickhouse_host}:{self.settings.clickhouse_port}"
+        scheme = "https" if self.settings.clickhouse_tls_cert else "http"
+        return f"{scheme}://{self.settings.clickhouse_host}:{self.settings.clickhouse_port}"
 
     def ports(self) -> list[tuple[str, int, str]]:
         return [
@@ -50,7 +52,15 @@ class ClickHouseService(ProcessService):
             "--data-dir",
             str(self.home / "clickhouse" / "data"),
             *(["--credentials-file", str(self.lab_file)] if self.lab_file.exists() else []),
+            *self._tls_arguments(),
         ]
+
+    def _tls_arguments(self) -> list[str]:
+        """HTTPS when the settings give a certificate and key (CDC_KIT_CLICKHOUSE_TLS_*)."""
+        s = self.settings
+        if s.clickhouse_tls_cert is None or s.clickhouse_tls_key is None:
+            return []
+        return ["--tls-cert", str(s.clickhouse_tls_cert), "--tls-key", str(s.clickhouse_tls_key)]
 
     @property
     def lab_file(self) -> Path:
@@ -58,8 +68,12 @@ class ClickHouseService(ProcessService):
         return self.home / LAB_FILE
 
     def healthy(self) -> bool:
+        # Alive is all this asks: the certificate is the clients' business (they verify it).
+        context = ssl._create_unverified_context() if self.settings.clickhouse_tls_cert else None
         try:
-            with urllib.request.urlopen(f"{self.address}/ping", timeout=2) as response:
+            with urllib.request.urlopen(
+                f"{self.address}/ping", timeout=2, context=context
+            ) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False

@@ -81,7 +81,7 @@ def test_capture_router_and_services_never_import_the_stack() -> None:
 
 
 LAYERS = [
-    {"cdc_kit.config", "cdc_kit.errors", "cdc_kit.lsn"},
+    {"cdc_kit.config", "cdc_kit.errors", "cdc_kit.lsn", "cdc_kit.tls"},
     {"cdc_kit.contract", "cdc_kit.clients", "cdc_kit.pgoutput", "cdc_kit.oltp", "cdc_kit.olap",
      "cdc_kit.progress", "cdc_kit.replication", "cdc_kit.warehouse"},
 ]  # fmt: skip

@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import socketserver
+import ssl
 import sys
 import uuid
 from dataclasses import dataclass
@@ -259,10 +260,16 @@ class ChdbHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], engine: ChdbEngine, credentials: Credentials | None = None
+        self,
+        address: tuple[str, int],
+        engine: ChdbEngine,
+        credentials: Credentials | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.engine = engine
         self.credentials = credentials
+        #: With a context the endpoint speaks HTTPS only (as ClickHouse's https_port does).
+        self.tls = tls
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -276,6 +283,16 @@ class ChdbHTTPServer(ThreadingHTTPServer):
         super().server_close()
         self.engine.close()
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Serve one connection; with TLS, shake hands first, in the connection's own thread
+        (in accept() a silent client would hold up every other one)."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(IDLE_TIMEOUT)
+        with self.tls.wrap_socket(request, server_side=True) as tls_request:
+            super().finish_request(tls_request, client_address)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A failing connection is logged in one line (a traceback for bugs), never fatal."""
         exc = sys.exc_info()[1]
@@ -283,4 +300,3 @@ class ChdbHTTPServer(ThreadingHTTPServer):
             log.debug("connection from %s failed: %s", client_address, exc)
         else:
             log.exception("error on the connection from %s", client_address)
-

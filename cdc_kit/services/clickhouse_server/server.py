@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -65,17 +66,28 @@ def make_server(
     data_dir: Path,
     max_memory_mb: int = MAX_MEMORY_MB,
     credentials: Credentials | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> ChdbHTTPServer:
     """Open the chDB folder and bind host:port (port 0 picks one: see server_address).
 
+    `tls`: (certificate, key) files: serve HTTPS instead of HTTP.
     `server_close()` also closes the chDB connections, which releases the folder's lock.
     """
+    context = tls_context(*tls) if tls else None
     engine = ChdbEngine(Path(data_dir), max_memory_mb)
     try:
-        return ChdbHTTPServer((host, port), engine, credentials)
+        return ChdbHTTPServer((host, port), engine, credentials, context)
     except BaseException:
         engine.close()
         raise
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side context with this certificate chain and key (TLS 1.2 or newer)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 def _on_signal(server: ChdbHTTPServer) -> Callable[[int, Any], None]:
@@ -106,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a lab file with clickhouse_user/clickhouse_password: only that user is served",
     )
+    parser.add_argument("--tls-cert", type=Path, help="certificate (chain) file: serve HTTPS")
+    parser.add_argument("--tls-key", type=Path, help="its private key file")
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs every request")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -126,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         credentials = None
         if args.credentials_file is not None:
             credentials = Credentials.from_file(args.credentials_file)
-        server = make_server(args.host, args.port, args.data_dir, args.max_memory_mb, credentials)
+        server = make_server(
+            args.host, args.port, args.data_dir, args.max_memory_mb, credentials, tls
+        )
     except Exception as exc:  # noqa: BLE001 - whatever stopped the start: one line in the log
         log.error("cannot start: %s", exc)
         return 1
@@ -136,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _on_signal(server))
     host, port = server.server_address[:2]
     version = server.engine.version
-    log.info("listening on http://%s:%d (chDB %s, data in %s)", host, port, version, args.data_dir)
+    scheme = "https" if tls else "http"
+    log.info(
+        "listening on %s://%s:%d (chDB %s, data in %s)", scheme, host, port, version, args.data_dir
+    )
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
         log.info("stopped")
     return 0
-
