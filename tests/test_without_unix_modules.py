@@ -244,6 +244,17 @@ def test_lab_serves_jupyterlab_on_the_lessons(windows_env: dict[str, str]) -> No
             server.stdout.close()
 
 
+def test_lab_hands_the_settings_of_dot_env_to_the_kernels(monkeypatch, tmp_path) -> None:
+    (tmp_path / ".env").write_text("CDC_KIT_MODE=docker\nCDC_KIT_PG_PASSWORD=secret\nOTHER=x\n")
+    monkeypatch.chdir(tmp_path)
+    for key in [key for key in os.environ if key.startswith("CDC_KIT_")]:
+        monkeypatch.delenv(key)  # the session stack exports its own
+    monkeypatch.setenv("CDC_KIT_PG_PASSWORD", "from-the-shell")
+    env = lab.kernel_environment()
+    assert env["CDC_KIT_MODE"] == "docker" and "OTHER" not in env
+    assert env["CDC_KIT_PG_PASSWORD"] == "from-the-shell"  # the environment wins
+
+
 def test_lab_without_the_lessons_folder_says_so_in_one_line(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(lab, "_repo_root", lambda: tmp_path)
     with pytest.raises(FixableError) as missing:
