@@ -17,8 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 lab: install  ## start the embedded stack and open JupyterLab on the lessons
-	$(PY) -m cdc_kit up
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)
+	$(PY) -m cdc_kit lab
 
 test: install  ## lint and type-check, then every test (real services, every notebook executed)
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,5 @@
-"""Command line: `python -m cdc_kit <command>`: up, down, status, reset, capture, route, demo,
-api, doctor, env, solutions.
+"""Command line: `python -m cdc_kit <command>`: up, down, status, reset, lab, capture, route,
+demo, api, doctor, env, solutions.
 
 Problems a person can fix (port in use, unwritable folder...) are printed as one line starting
 with `error:` and exit code 1, never as a traceback.
@@ -69,6 +69,15 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    """`up`, then JupyterLab on the lessons; options after `lab` go to Jupyter."""
+    from cdc_kit.lab import notebooks_folder, run_jupyter_lab
+
+    folder = notebooks_folder()  # before starting anything: a missing folder is one line
+    cmd_up(args)
+    return run_jupyter_lab(folder, args.rest)
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from cdc_kit.capture.worker import main as capture_main
 
@@ -134,6 +143,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "down": (cmd_down, "stop the services cdc-kit started"),
     "status": (cmd_status, "show each service, its address and health"),
     "reset": (cmd_reset, "stop everything and delete the state folder"),
+    "lab": (cmd_lab, "up, then JupyterLab on the lessons (options after it go to Jupyter)"),
     "capture": (cmd_capture, "run the capture service in the foreground"),
     "route": (cmd_route, "run the router as a service in the foreground"),
     "demo": (cmd_demo, "make a few changes and show them arrive in ClickHouse"),
@@ -145,7 +155,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 
 
 #: Commands with options of their own (see `python -m cdc_kit route --help`).
-PASS_THROUGH = ("capture", "route", "demo", "api", "doctor", "solutions")
+PASS_THROUGH = ("lab", "capture", "route", "demo", "api", "doctor", "solutions")
 
 
 def build_parser() -> argparse.ArgumentParser:

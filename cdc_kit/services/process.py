@@ -31,6 +31,15 @@ class PortInUse(FixableError):
     """A service's port is taken by another program."""
 
 
+#: The signal that cannot be ignored; Windows has no SIGKILL (its SIGTERM terminates at once).
+KILL_SIGNAL: int = getattr(signal, "SIGKILL", signal.SIGTERM)
+
+
+def is_root() -> bool:
+    """Running as root on a POSIX system (Windows has no effective user id)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 #: Popen objects of children started by this Python process, so they can be reaped (no zombies).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -295,7 +304,7 @@ class ProcessService(ABC):
             return True
         if not wait_until(lambda: not process_alive(pid), timeout=self.stop_timeout):
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, KILL_SIGNAL)
             wait_until(lambda: not process_alive(pid), timeout=5.0)
         return True
 
