@@ -31,14 +31,13 @@ import pytest
 from cdc_kit.config import DEFAULT_PORTS, Settings, read_lab
 from cdc_kit.scratch_postgres import ScratchPostgres
 from cdc_kit.services.home import prepare_home
-from cdc_kit.services.postgres import PostgresService
 from cdc_kit.services.process import port_is_free
 from cdc_kit.solutions import run_notebook, solve
 from tests.conftest import REPO, environment_without_kit_settings, run_cli, skip_unless_ci
+from tests.postgres15 import PG15_BIN, Postgres15, needs_postgres15
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
 DOCKER_PORTS = DEFAULT_PORTS["docker"]
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 #: lesson stem -> what its solved run must print here (the docker lab; PostgreSQL 15's facts).
 MUST_SAY: dict[str, list[str]] = {
@@ -52,32 +51,9 @@ MUST_SAY: dict[str, list[str]] = {
 }
 
 
-def needs_postgres15() -> None:
-    if not (PG15_BIN / "postgres").exists():
-        reason = f"no PostgreSQL 15 in {PG15_BIN} (apt-get install postgresql-15)"
-        skip_unless_ci(reason, reason + ": CI must run the docker-mode parity test")
-
-
 def port_taken(port: int) -> bool:
     """Something listens there (a socket of a just-stopped server in TIME_WAIT does not count)."""
     return not port_is_free("127.0.0.1", port)
-
-
-class Postgres15(PostgresService):
-    """Debian's PostgreSQL 15 with what logical replication needs, and nothing of the kit's."""
-
-    name = "postgres15"
-    server_settings = {
-        "wal_level": "logical",
-        "max_replication_slots": "10",
-        "max_wal_senders": "10",
-        "listen_addresses": "'127.0.0.1'",
-    }
-    lab_server = False
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.bin_dir = PG15_BIN
 
 
 @pytest.fixture(scope="module")

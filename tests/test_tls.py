@@ -29,12 +29,10 @@ from cdc_kit.errors import TlsError
 from cdc_kit.services.broker import create_topics, find_broker_bin
 from cdc_kit.services.clickhouse import ClickHouseService
 from cdc_kit.services.home import prepare_home
-from cdc_kit.services.postgres import PostgresService
 from cdc_kit.services.process import free_ports, tcp_answers, wait_until
-from tests.conftest import skip_unless_ci
 from tests.kafka_tls_proxy import KafkaTlsProxy
+from tests.postgres15 import Postgres15, needs_postgres15
 
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 OPENSSL = shutil.which("openssl")
 
 
@@ -97,31 +95,10 @@ def certs() -> Iterator[Certs]:
 # ---- PostgreSQL ------------------------------------------------------------------------------
 
 
-class TlsPostgres15(PostgresService):
-    """Debian's PostgreSQL 15 with ssl=on and the test's server certificate."""
-
-    name = "postgres15-tls"
-    lab_server = False
-
-    def __init__(self, settings: Settings, certs: Certs) -> None:
-        super().__init__(settings)
-        self.bin_dir = PG15_BIN
-        self.server_settings = {
-            "wal_level": "logical",
-            "max_replication_slots": "4",
-            "max_wal_senders": "4",
-            "listen_addresses": "'127.0.0.1'",
-            "ssl": "on",
-            "ssl_cert_file": f"'{certs.server_cert}'",
-            "ssl_key_file": f"'{certs.server_key}'",
-        }
-
-
 @pytest.fixture(scope="module")
 def tls_postgres(certs: Certs) -> Iterator[Settings]:
     """A running PostgreSQL 15 with TLS on a free loopback port; its settings (no TLS yet)."""
-    if not (PG15_BIN / "postgres").exists():
-        skip_unless_ci(f"no PostgreSQL 15 in {PG15_BIN}", "CI must have postgresql-15")
+    needs_postgres15()
     root = Path(tempfile.mkdtemp(prefix="cdc_kit_pg15_tls_"))
     root.chmod(0o755)
     (port,) = free_ports(1)
@@ -130,7 +107,12 @@ def tls_postgres(certs: Certs) -> Iterator[Settings]:
         pg_user="postgres", pg_password=uuid.uuid4().hex, pg_database="sqlmodel_db",
     )  # fmt: skip
     prepare_home(settings.home)
-    server = TlsPostgres15(settings, certs)
+    server = Postgres15(
+        settings,
+        ssl="on",
+        ssl_cert_file=f"'{certs.server_cert}'",
+        ssl_key_file=f"'{certs.server_key}'",
+    )
     if os.geteuid() == 0:  # the server's user must own its key (PostgreSQL checks, 0600)
         user = pwd.getpwnam(settings.pg_run_as)
         os.chown(certs.server_key, user.pw_uid, user.pw_gid)
