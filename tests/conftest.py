@@ -199,6 +199,31 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
+def compose_services(env: dict[str, str], logs: Path) -> Iterator[None]:
+    """Capture and the router as `python -m cdc_kit capture|route` processes with `env`, as
+    docker-compose.yaml runs them (the router service on a consumer group of its own); their
+    logs in `logs/`. Both must still run when the block ends; they are stopped either way."""
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        for name in ("capture", "route"):
+            group = {"CDC_KIT_ROUTER_GROUP": "cdc_kit_router_service"} if name == "route" else {}
+            with (logs / f"{name}.log").open("w") as log:
+                processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", "cdc_kit", name],
+                    env={**env, **group},
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        yield
+        for name, process in processes.items():
+            assert process.poll() is None, f"{name} exited: {(logs / f'{name}.log').read_text()}"
+    finally:
+        for process in processes.values():
+            stop(process)
+
+
+@contextmanager
 def running_api(settings: Settings) -> Iterator[httpx.Client]:
     """`python -m cdc_kit api --port N` on `settings`' services, started as a learner starts
     it; a client for it once it answers /health."""

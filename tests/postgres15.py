@@ -6,9 +6,12 @@ wal_level=logical and a password, none of the kit's other settings (no `cdc_kit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cdc_kit.config import Settings
+from cdc_kit.services.home import prepare_home
 from cdc_kit.services.postgres import PostgresService
 from tests.conftest import skip_unless_ci
 
@@ -38,3 +41,15 @@ class Postgres15(PostgresService):
             "listen_addresses": "'127.0.0.1'",
             **extra,
         }
+
+
+@contextmanager
+def postgres15_running(settings: Settings, **extra: str) -> Iterator[Postgres15]:
+    """A PostgreSQL 15 started on `settings` (its state in `settings.home`), stopped at exit."""
+    prepare_home(settings.home)
+    server = Postgres15(settings, **extra)
+    try:
+        server.ensure_started()
+        yield server
+    finally:
+        server.stop()

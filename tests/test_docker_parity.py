@@ -23,18 +23,22 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
 
 from cdc_kit.config import DEFAULT_PORTS, Settings, read_lab
 from cdc_kit.scratch_postgres import ScratchPostgres
-from cdc_kit.services.home import prepare_home
 from cdc_kit.services.process import port_is_free
 from cdc_kit.solutions import run_notebook, solve
-from tests.conftest import REPO, environment_without_kit_settings, run_cli, skip_unless_ci
-from tests.postgres15 import PG15_BIN, Postgres15, needs_postgres15
+from tests.conftest import (
+    REPO,
+    compose_services,
+    environment_without_kit_settings,
+    run_cli,
+    skip_unless_ci,
+)
+from tests.postgres15 import PG15_BIN, needs_postgres15, postgres15_running
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
 DOCKER_PORTS = DEFAULT_PORTS["docker"]
@@ -75,13 +79,10 @@ def postgres15() -> Iterator[Settings]:
         pg_password=secrets.token_urlsafe(16),
         pg_database="sqlmodel_db",
     )
-    prepare_home(settings.home)
-    server = Postgres15(settings)
     try:
-        server.ensure_started()
-        yield settings
+        with postgres15_running(settings):
+            yield settings
     finally:
-        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -105,45 +106,24 @@ def docker_env(postgres15: Settings) -> Iterator[dict[str, str]]:
         "CDC_KIT_HOME": str(root / "kit"),
         "CDC_KIT_PG_PASSWORD": postgres15.pg_password,
     }
-    logs = {name: (root / f"{name}.log").open("w") for name in ("capture", "route")}
-    processes: dict[str, subprocess.Popen[Any]] = {}
     try:
         started = run_cli(servers, "up", "--only", "broker", "clickhouse")
         assert started.returncode == 0, started.stdout + started.stderr
         lab = read_lab(Path(servers["CDC_KIT_HOME"]))
         for name in ("clickhouse_user", "clickhouse_password"):
             docker[f"CDC_KIT_{name.upper()}"] = lab[name]
-        for name in ("capture", "route"):
-            # The router service routes its own consumer group, as in docker-compose.yaml.
-            group = {"CDC_KIT_ROUTER_GROUP": "cdc_kit_router_service"} if name == "route" else {}
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "cdc_kit", name],
-                env={**docker, **group},
+        with compose_services(docker, root):
+            checked = subprocess.run(
+                [sys.executable, "-m", "cdc_kit", "status"],
+                env=docker,
                 cwd=REPO,
-                stdout=logs[name],
-                stderr=subprocess.STDOUT,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
-        checked = subprocess.run(
-            [sys.executable, "-m", "cdc_kit", "status"],
-            env=docker,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-        yield docker
-        for name, process in processes.items():
-            assert process.poll() is None, f"{name} exited: {(root / f'{name}.log').read_text()}"
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            yield docker
     finally:
-        for process in processes.values():
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs.values():
-            log.close()
         run_cli(servers, "down")
         shutil.rmtree(root, ignore_errors=True)
 

@@ -31,7 +31,7 @@ from cdc_kit.services.clickhouse import ClickHouseService
 from cdc_kit.services.home import prepare_home
 from cdc_kit.services.process import free_ports, tcp_answers, wait_until
 from tests.kafka_tls_proxy import KafkaTlsProxy
-from tests.postgres15 import Postgres15, needs_postgres15
+from tests.postgres15 import needs_postgres15, postgres15_running
 
 OPENSSL = shutil.which("openssl")
 
@@ -106,22 +106,15 @@ def tls_postgres(certs: Certs) -> Iterator[Settings]:
         mode="docker", home=root / "home", pg_host="127.0.0.1", pg_port=port,
         pg_user="postgres", pg_password=uuid.uuid4().hex, pg_database="sqlmodel_db",
     )  # fmt: skip
-    prepare_home(settings.home)
-    server = Postgres15(
-        settings,
-        ssl="on",
-        ssl_cert_file=f"'{certs.server_cert}'",
-        ssl_key_file=f"'{certs.server_key}'",
-    )
     if os.geteuid() == 0:  # the server's user must own its key (PostgreSQL checks, 0600)
         user = pwd.getpwnam(settings.pg_run_as)
         os.chown(certs.server_key, user.pw_uid, user.pw_gid)
     certs.server_key.chmod(0o600)
+    tls = {"ssl_cert_file": f"'{certs.server_cert}'", "ssl_key_file": f"'{certs.server_key}'"}
     try:
-        server.ensure_started()
-        yield settings
+        with postgres15_running(settings, ssl="on", **tls):
+            yield settings
     finally:
-        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -29,7 +29,7 @@ from cdc_kit.errors import FixableError
 from cdc_kit.services.process import free_ports
 from cdc_kit.solutions import run_notebook, solve
 from tests.blocked_imports import WINDOWS, blocked_env
-from tests.conftest import REPO, environment_without_kit_settings, run_cli, stop
+from tests.conftest import REPO, compose_services, environment_without_kit_settings, run_cli, stop
 
 LESSONS = [next((REPO / "notebooks").glob(f"{n}_*.ipynb")) for n in ("00", "01", "02")]
 
@@ -67,8 +67,6 @@ def windows_env() -> Iterator[dict[str, str]]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         **port_env,
     }
-    logs = {name: (root / f"{name}.log").open("w") for name in ("capture", "route")}
-    processes: dict[str, subprocess.Popen] = {}
     try:
         started = run_cli(servers, "up", "--only", "postgres", "broker", "clickhouse")
         assert started.returncode == 0, started.stdout + started.stderr
@@ -76,23 +74,9 @@ def windows_env() -> Iterator[dict[str, str]]:
         for name in ("pg_password", "clickhouse_user", "clickhouse_password"):
             docker[f"CDC_KIT_{name.upper()}"] = lab_file[name]
         env = blocked_env(WINDOWS, docker)
-        for name in ("capture", "route"):
-            group = {"CDC_KIT_ROUTER_GROUP": "cdc_kit_router_service"} if name == "route" else {}
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "cdc_kit", name],
-                env={**env, **group},
-                cwd=REPO,
-                stdout=logs[name],
-                stderr=subprocess.STDOUT,
-            )
-        yield env
-        for name, process in processes.items():
-            assert process.poll() is None, f"{name} exited: {(root / f'{name}.log').read_text()}"
+        with compose_services(env, root):
+            yield env
     finally:
-        for process in processes.values():
-            stop(process)
-        for log in logs.values():
-            log.close()
         run_cli(servers, "down")
         shutil.rmtree(root, ignore_errors=True)
 
