@@ -153,7 +153,7 @@ class ChangeEventBuilder:
 
     def _on_insert(self, message: pgoutput.Insert, lsn: int) -> None:
         txn = self._transaction_of(message)
-        writer = self._writers.get(message.relid) or self._writer(message.relid)
+        writer = self._writer(message.relid)
         txn.events.append((message.xid, writer.event("insert", message.new, lsn, txn.xid)))
 
     def _on_update(self, message: pgoutput.Update, lsn: int) -> None:

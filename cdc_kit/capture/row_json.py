@@ -9,7 +9,7 @@ a writer from PostgreSQL's text to JSON text, chosen by the column's converter:
 
     int             the text, checked                 '42'
     float           Python's repr; NaN and infinities as json.dumps writes them
-    Decimal         the exact text, quoted            '"12.50"'
+    Decimal         str(Decimal(text)), quoted        '"12.50"'
     bool            true / false
     no converter    a JSON string                     '"Jane"'  (text, varchar, uuid, ...)
     anything else   json.dumps(converter(text))       dates, timestamps, json, bytea, your own
@@ -155,7 +155,7 @@ class RowWriter:
         value; an update's row leaves such a column out (its value is not known here).
         """
         if len(values) != len(self._writers):
-            raise self._wrong_width(values)
+            self._refuse(values)
         parts: list[str] = []
         add = parts.append
         unchanged: list[str] = []
@@ -173,7 +173,7 @@ class RowWriter:
                 else:  # bytes: a binary-format value
                     add(field + json_text(value))
         except (ValueError, KeyError, ArithmeticError):
-            self._conversion_failed(values)
+            self._refuse(values)
         return "{" + ",".join(parts) + "}", unchanged
 
     def metadata(
@@ -192,11 +192,11 @@ class RowWriter:
         """The primary key's Python values (None for a key column the tuple lacks, or whose
         unchanged TOAST value PostgreSQL did not send)."""
         if len(values) != len(self._writers):
-            raise self._wrong_width(values)
+            self._refuse(values)
         try:
             return tuple([_converted(convert, values, index) for index, convert in self._key_plan])
         except (ValueError, KeyError, ArithmeticError):
-            self._conversion_failed(values)
+            self._refuse(values)
 
     def event(
         self,
@@ -211,16 +211,10 @@ class RowWriter:
         key = self._key_prefix + ":".join([str(value) for value in self.key_values(values)])
         return OutgoingEvent(key.encode(), self.metadata(operation, lsn, xid, unchanged), payload)
 
-    # ---- errors: the same words as the decoder's ------------------------------------------
-    def _wrong_width(self, values: pgoutput.TupleData) -> pgoutput.PgOutputDecodeError:
-        relation = self.relation
-        return pgoutput.PgOutputDecodeError(
-            f"tuple has {len(values)} columns, relation {relation.namespace}.{relation.name} "
-            f"has {len(self._writers)}: is the Relation for relid {relation.relid} out of date?"
-        )
-
-    def _conversion_failed(self, values: pgoutput.TupleData) -> NoReturn:
-        """Raise the decoder's error, which names the column and the text that did not convert."""
+    # ---- errors: the decoder's own words ----------------------------------------------------
+    def _refuse(self, values: pgoutput.TupleData) -> NoReturn:
+        """Raise the decoder's error for this tuple: a width that is not the relation's, or the
+        column and the text that did not convert."""
         pgoutput.row_to_dict(self.relation, values, self._converters)
         raise pgoutput.PgOutputDecodeError(  # the slow path converted it: a writer is wrong
             f"{self.relation.namespace}.{self.relation.name}: a value did not convert"
